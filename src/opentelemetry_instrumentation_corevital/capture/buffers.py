@@ -1,0 +1,139 @@
+"""Preallocated device buffers that hold one generate call's summaries.
+
+Sized by steps x layers x rows x a few statistics, never by prompt length or hidden size
+times steps. Writes are asynchronous tensor ops: nothing here waits for the device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..summaries import HIDDEN_STATS, LOGIT_STATS
+from . import hashing, stats
+from .layout import ModelLayout
+
+REPETITION_LAGS = 32
+# an extra forward may run before generate notices it has finished (deferred stop checks)
+_EXTRA_STEPS = 2
+_LN2 = math.log(2.0)
+_LOGIT_COLUMNS = [LOGIT_STATS.index(n) for n in ("entropy", "margin", "topk_mass", "max_prob", "nan_count", "inf_count")]
+
+
+@dataclass
+class HostSummaries:
+    """The buffers copied to the host, still indexed by forward step and device row."""
+
+    forwards: int
+    rows: int
+    prompt_width: int
+    logits: np.ndarray  # [F, R, len(LOGIT_STATS)]
+    surprisal: np.ndarray  # [F, R] surprisal of the token chosen at step t, by the row holding it at t+1
+    last_token_log_probs: np.ndarray | None  # [R, N] log-prob of each returned sequence's last token
+    hidden: np.ndarray  # [F, L, R, len(HIDDEN_STATS)]
+    heads: np.ndarray | None  # [F, L, 2, R, H]
+    cross_heads: np.ndarray | None
+    cosine_by_slot: np.ndarray  # [F, R, K]
+    row_hashes: np.ndarray | None  # [F, R], beam search only
+
+
+class StepBuffers:
+    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor):
+        self.device = prompt_ids.device
+        self.rows = int(prompt_ids.shape[0])
+        self.prompt_width = int(prompt_ids.shape[1])
+        self.max_steps = options.max_steps + _EXTRA_STEPS
+        self.num_layers = layout.num_layers
+        nan = float("nan")
+        steps, rows = self.max_steps, self.rows
+        self.logits = torch.full((steps, rows, len(LOGIT_STATS)), nan, device=self.device)
+        self.surprisal = torch.full((steps, rows), nan, device=self.device)
+        self.hidden = torch.full((steps, self.num_layers, rows, len(HIDDEN_STATS)), nan, device=self.device)
+        self.cosine = torch.full((steps, rows, REPETITION_LAGS), nan, device=self.device)
+        self.heads: torch.Tensor | None = None
+        self.cross_heads: torch.Tensor | None = None
+        self.hidden_rows: torch.Tensor | None = None
+        self.ring: torch.Tensor | None = None
+        self.log_probs: torch.Tensor | None = None
+        self.row_hashes = None
+        if options.num_beams > 1:
+            self.row_hashes = torch.zeros((steps, rows), dtype=torch.int64, device=self.device)
+            self.row_hashes[0] = hashing.fold_torch(prompt_ids)
+
+    def in_range(self, step: int) -> bool:
+        return 0 <= step < self.max_steps
+
+    def record_hidden_row(self, layer: int, row: torch.Tensor) -> None:
+        if self.hidden_rows is None:
+            self.hidden_rows = torch.empty((self.num_layers, *row.shape), dtype=row.dtype, device=row.device)
+        self.hidden_rows[layer].copy_(row)
+
+    def record_heads(self, step: int, layer: int, cross: bool, per_head: torch.Tensor) -> None:
+        buffer = self.cross_heads if cross else self.heads
+        if buffer is None:
+            shape = (self.max_steps, self.num_layers, 2, self.rows, per_head.shape[-1])
+            buffer = torch.full(shape, float("nan"), device=per_head.device)
+            if cross:
+                self.cross_heads = buffer
+            else:
+                self.heads = buffer
+        buffer[step, layer] = per_head
+
+    def record_step_end(self, step: int, logits: torch.Tensor) -> None:
+        """The output head ran: summarise the logits, the layers' rows and repetition."""
+        logit_stats, self.log_probs = stats.logit_stats(logits)
+        self.logits[step, :, _LOGIT_COLUMNS] = logit_stats
+        if self.hidden_rows is None:
+            return
+        self.hidden[step] = stats.hidden_stats(self.hidden_rows)
+        last = self.hidden_rows[-1].float()
+        unit = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)
+        if self.ring is None:
+            self.ring = torch.zeros((REPETITION_LAGS, *unit.shape), device=unit.device)
+        self.cosine[step] = torch.einsum("krd,rd->rk", self.ring, unit)
+        self.ring[step % REPETITION_LAGS] = unit
+
+    def record_chosen_tokens(self, step: int, tokens: torch.Tensor, parents: torch.Tensor | None) -> None:
+        """At the start of `step`, the token chosen at `step - 1` is the rows' newest input."""
+        tokens = tokens.to(self.device)
+        log_probs = self.log_probs
+        if parents is not None:
+            parents = parents.to(self.device)
+            log_probs = log_probs.index_select(0, parents)
+            if self.ring is not None:
+                self.ring = self.ring.index_select(1, parents)
+        if log_probs is not None:
+            chosen = log_probs.gather(1, tokens[:, None].long()).squeeze(1)
+            self.surprisal[step - 1] = -chosen / _LN2
+        if self.row_hashes is not None:
+            previous = self.row_hashes[step - 1]
+            if parents is not None:
+                previous = previous.index_select(0, parents)
+            self.row_hashes[step] = hashing.extend_torch(previous, tokens)
+
+    def to_host(self, forwards: int, sequences: torch.Tensor) -> HostSummaries:
+        forwards = min(forwards, self.max_steps)
+        last_token_log_probs = None
+        if self.log_probs is not None:
+            last_tokens = sequences[:, -1].to(self.device).long()
+            last_token_log_probs = self.log_probs[:, last_tokens].cpu().numpy()
+
+        def host(tensor):
+            return None if tensor is None else tensor[:forwards].cpu().numpy()
+
+        return HostSummaries(
+            forwards=forwards,
+            rows=self.rows,
+            prompt_width=self.prompt_width,
+            logits=host(self.logits),
+            surprisal=host(self.surprisal),
+            last_token_log_probs=last_token_log_probs,
+            hidden=host(self.hidden),
+            heads=host(self.heads),
+            cross_heads=host(self.cross_heads),
+            cosine_by_slot=host(self.cosine),
+            row_hashes=host(self.row_hashes),
+        )

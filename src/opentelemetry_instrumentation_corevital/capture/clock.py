@@ -1,0 +1,42 @@
+"""When did the first generated token exist, measured without a streamer or a host sync.
+
+The forward pass of step 1 starts only after step 0's token was appended, so an event
+recorded there marks the first token. On CUDA the event is timed on the device and read
+once at the end; on the CPU execution is synchronous and the host clock is exact.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class FirstTokenClock:
+    def __init__(self):
+        self._start_host = 0.0
+        self._first_host: float | None = None
+        self._start_event = None
+        self._first_event = None
+
+    def start(self, device: torch.device) -> None:
+        self._start_host = time.perf_counter()
+        if device.type == "cuda":
+            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event.record()
+
+    def mark_first_token(self) -> None:
+        if self._start_event is not None:
+            self._first_event = torch.cuda.Event(enable_timing=True)
+            self._first_event.record()
+        else:
+            self._first_host = time.perf_counter()
+
+    def first_token_seconds(self, total_seconds: float) -> float:
+        """Seconds to the first token; the whole call when only one step ran."""
+        if self._first_event is not None:
+            self._first_event.synchronize()
+            return self._start_event.elapsed_time(self._first_event) / 1000.0
+        if self._first_host is not None:
+            return self._first_host - self._start_host
+        return total_seconds

@@ -1,0 +1,83 @@
+"""Where the parts CoreVital probes live inside a transformers model."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from torch import nn
+
+_CROSS_ATTENTION_NAME = re.compile(r"cross|encdec|encoder_attn", re.IGNORECASE)
+
+
+@dataclass
+class ModelLayout:
+    decoder_layers: list[nn.Module]
+    lm_head: nn.Module | None
+    # id(attention module) -> (layer index, is cross-attention)
+    attention_modules: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    num_heads: int = 0
+    is_encoder_decoder: bool = False
+    attn_implementation: str = ""
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+
+def _decoder_root(model: nn.Module) -> nn.Module:
+    get_decoder = getattr(model, "get_decoder", None)
+    if callable(get_decoder):
+        try:
+            decoder = get_decoder()
+        except (AttributeError, NotImplementedError, TypeError):
+            decoder = None
+        if isinstance(decoder, nn.Module):
+            return decoder
+    return model
+
+
+def _largest_module_list(root: nn.Module) -> list[nn.Module]:
+    best: list[nn.Module] = []
+    for module in root.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > len(best):
+            best = list(module)
+    return best
+
+
+def _innermost_attention_modules(layer: nn.Module):
+    candidates = [
+        (name, module) for name, module in layer.named_modules() if type(module).__name__.endswith("Attention")
+    ]
+    for name, module in candidates:
+        has_inner = any(other is not module and other_name.startswith(name + ".") for other_name, other in candidates)
+        if not has_inner:
+            yield name, module
+
+
+def _num_heads(config) -> int:
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("num_attention_heads", "n_head", "num_heads", "decoder_attention_heads"):
+        value = getattr(text_config, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def find_layout(model: nn.Module) -> ModelLayout:
+    config = model.config
+    layers = _largest_module_list(_decoder_root(model))
+    attention = {}
+    for index, layer in enumerate(layers):
+        for name, module in _innermost_attention_modules(layer):
+            attention[id(module)] = (index, bool(_CROSS_ATTENTION_NAME.search(name)))
+    get_head = getattr(model, "get_output_embeddings", None)
+    lm_head = get_head() if callable(get_head) else None
+    return ModelLayout(
+        decoder_layers=layers,
+        lm_head=lm_head if isinstance(lm_head, nn.Module) else None,
+        attention_modules=attention,
+        num_heads=_num_heads(config),
+        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+        attn_implementation=str(getattr(config, "_attn_implementation", "") or ""),
+    )

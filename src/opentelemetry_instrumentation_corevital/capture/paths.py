@@ -1,0 +1,114 @@
+"""From device rows and forward steps to returned sequences and generated steps."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..summaries import ATTENTION_STATS, LOGIT_STATS, RunSummaries
+from . import hashing
+from .buffers import HostSummaries
+
+_LN2 = math.log(2.0)
+_SURPRISAL = LOGIT_STATS.index("surprisal")
+
+
+class PathError(Exception):
+    pass
+
+
+def _beam_paths(host: HostSummaries, sequences: np.ndarray, steps: int) -> np.ndarray:
+    wanted = hashing.prefix_hashes_numpy(sequences, host.prompt_width, steps)
+    paths = np.empty(wanted.shape, dtype=np.int64)
+    for t in range(steps):
+        row_of = {int(h): r for r, h in enumerate(host.row_hashes[t])}
+        for n in range(sequences.shape[0]):
+            row = row_of.get(int(wanted[n, t]))
+            if row is None:
+                raise PathError(f"returned sequence {n} matches no beam at step {t}")
+            paths[n, t] = row
+    return paths
+
+
+def _paths(host: HostSummaries, sequences: np.ndarray, steps: int) -> np.ndarray:
+    if host.row_hashes is not None:
+        return _beam_paths(host, sequences, steps)
+    if sequences.shape[0] != host.rows:
+        raise PathError(f"{sequences.shape[0]} returned sequences for {host.rows} decoding rows")
+    return np.broadcast_to(np.arange(host.rows)[:, None], (host.rows, steps))
+
+
+def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int) -> np.ndarray:
+    """Surprisal of token t is stored by the row that holds the sequence at step t + 1."""
+    n_seq = paths.shape[0]
+    out = np.full((n_seq, steps), np.nan, dtype=np.float32)
+    if steps == 0:
+        return out
+    t = np.arange(steps - 1)
+    out[:, : steps - 1] = host.surprisal[t[None, :], paths[:, 1:]]
+    if host.forwards > steps:
+        # an extra forward ran after the last returned token; its rows match the full sequences
+        out[:, steps - 1] = host.surprisal[steps - 1, paths[:, -1]] if host.row_hashes is None else np.nan
+    elif host.last_token_log_probs is not None:
+        out[:, steps - 1] = -host.last_token_log_probs[paths[:, -1], np.arange(n_seq)] / _LN2
+    return out
+
+
+def _attention(heads: np.ndarray | None, t_idx, r_idx, options) -> np.ndarray | None:
+    if heads is None:
+        return None
+    per_head = heads[t_idx, :, :, r_idx]  # [N, S, L, 2, H]
+    entropy, concentration = per_head[..., 0, :], per_head[..., 1, :]
+    missing = np.isnan(entropy).all(-1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: steps without attention
+        collapsed = (entropy < options.collapsed_head_entropy_bits).sum(-1).astype(np.float32)
+        focused = (concentration > options.focused_head_concentration).sum(-1).astype(np.float32)
+        columns = {
+            "entropy_min": np.nanmin(entropy, -1),
+            "entropy_mean": np.nanmean(entropy, -1),
+            "entropy_max": np.nanmax(entropy, -1),
+            "concentration_min": np.nanmin(concentration, -1),
+            "concentration_max": np.nanmax(concentration, -1),
+            "collapsed_heads": np.where(missing, np.nan, collapsed),
+            "focused_heads": np.where(missing, np.nan, focused),
+        }
+    return np.stack([columns[name] for name in ATTENTION_STATS], axis=-1).astype(np.float32)
+
+
+def _repetition_by_lag(cosine_by_slot: np.ndarray, t_idx, r_idx) -> np.ndarray:
+    by_slot = cosine_by_slot[t_idx, r_idx]  # [N, S, K]
+    lags = by_slot.shape[-1]
+    steps = np.arange(by_slot.shape[1])[:, None]
+    earlier = steps - 1 - np.arange(lags)[None, :]  # [S, K] the step compared with
+    slots = np.mod(earlier, lags)
+    by_lag = np.take_along_axis(by_slot, np.broadcast_to(slots, by_slot.shape), axis=-1)
+    return np.where(earlier[None] >= 0, by_lag, np.nan).astype(np.float32)
+
+
+def _valid_mask(generated: np.ndarray, eos_token_ids: set[int]) -> np.ndarray:
+    if not eos_token_ids or generated.size == 0:
+        return np.ones(generated.shape, dtype=bool)
+    is_eos = np.isin(generated, list(eos_token_ids))
+    finished_before = np.cumsum(is_eos, axis=1) - is_eos  # EOS itself stays valid
+    return finished_before == 0
+
+
+def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token_ids: set[int]) -> RunSummaries:
+    steps = max(0, min(sequences.shape[1] - host.prompt_width, host.forwards))
+    paths = _paths(host, sequences, steps)
+    t_idx = np.broadcast_to(np.arange(steps)[None, :], paths.shape)
+    logits = host.logits[t_idx, paths].copy()
+    logits[..., _SURPRISAL] = _surprisal(host, paths, steps)
+    generated = sequences[:, host.prompt_width : host.prompt_width + steps]
+    return RunSummaries(
+        logits=logits,
+        token_ids=generated.astype(np.int64),
+        valid=_valid_mask(generated, eos_token_ids),
+        hidden=host.hidden[t_idx, :, paths],
+        attention=_attention(host.heads, t_idx, paths, options),
+        cross_attention=_attention(host.cross_heads, t_idx, paths, options),
+        repetition_cosine=_repetition_by_lag(host.cosine_by_slot, t_idx, paths),
+    )

@@ -1,0 +1,254 @@
+"""One capture session per generate call: probes, device buffers, and the final host copy.
+
+Probes are registered on the model when the call starts and removed when it ends. Every
+probe first checks that its own session is the one active on the calling thread, so two
+threads sharing a model, or a generate nested inside another, never mix their summaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..summaries import LOGIT_STATS
+from . import stats
+from .buffers import StepBuffers
+from .clock import FirstTokenClock
+from .layout import ModelLayout, find_layout
+from .paths import resolve_paths
+
+_logger = logging.getLogger(__name__)
+_ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
+_LN2 = math.log(2.0)
+_SURPRISAL = LOGIT_STATS.index("surprisal")
+
+
+def active_session() -> "CaptureSession | None":
+    return _ACTIVE.get()
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    probes: bool = True
+    attention_stride: int = 1
+    max_steps: int = 256
+    num_beams: int = 1
+    collapsed_head_entropy_bits: float = 0.1
+    focused_head_concentration: float = 0.9
+
+
+class CaptureFault(Exception):
+    """Raised inside a probe; carries the stage so the span can name it."""
+
+
+class CaptureSession:
+    def __init__(self, model: torch.nn.Module, options: CaptureOptions):
+        self.model = model
+        self.options = options
+        self.layout: ModelLayout | None = None
+        self.buffers: StepBuffers | None = None
+        self.clock = FirstTokenClock()
+        self.step = -1
+        self.fault: tuple[str, BaseException] | None = None
+        self.attention_unavailable_reason: str | None = None
+        self._handles: list = []
+        self._restore: list = []
+        self._pending_parents: torch.Tensor | None = None
+        self._token = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def attach(self) -> None:
+        self.clock.start(_model_device(self.model))
+        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
+        if not self.options.probes:
+            return
+        with self._guard("attach"):
+            self.layout = find_layout(self.model)
+            self._attach_probes(self.layout)
+
+    def _attach_probes(self, layout: ModelLayout) -> None:
+        if not layout.decoder_layers or layout.lm_head is None:
+            raise CaptureFault("no decoder layers or output embeddings found")
+        self._handles.append(self.model.register_forward_hook(self._on_forward_end))
+        for index, layer in enumerate(layout.decoder_layers):
+            self._handles.append(layer.register_forward_hook(functools.partial(self._on_layer_output, index)))
+        self._handles.append(layout.lm_head.register_forward_hook(self._on_logits))
+        if not layout.attention_modules:
+            self.attention_unavailable_reason = "no attention modules found in the decoder layers"
+        elif layout.attn_implementation == "eager":
+            modules = {id(m): m for layer in layout.decoder_layers for m in layer.modules()}
+            for module_id in layout.attention_modules:
+                hook = functools.partial(self._on_eager_attention, modules[module_id])
+                self._handles.append(modules[module_id].register_forward_hook(hook))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for undo in self._restore:
+            undo()
+        self._restore.clear()
+
+    @contextlib.contextmanager
+    def active(self):
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+    @property
+    def capturing(self) -> bool:
+        return self.options.probes and self.fault is None and self.layout is not None
+
+    def _owns_call(self) -> bool:
+        return _ACTIVE.get() is self
+
+    @contextlib.contextmanager
+    def _guard(self, stage: str):
+        try:
+            yield
+        except Exception as exc:  # a probe must never break generation
+            if self.fault is None:
+                self.fault = (stage, exc)
+
+    # -- probes ----------------------------------------------------------------
+
+    def _on_forward_start(self, module, args, kwargs):
+        if not self._owns_call():
+            return
+        self.step += 1
+        if self.step == 1:
+            self.clock.mark_first_token()
+        if not self.capturing:
+            return
+        with self._guard("step"):
+            ids = _decoder_input_ids(self.model, args, kwargs)
+            if self.step == 0:
+                self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
+            elif self.step < self.buffers.max_steps:
+                self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
+
+    def _on_forward_end(self, module, args, output):
+        if not (self._owns_call() and self.capturing and self.step == 0 and self.options.num_beams > 1):
+            return
+        with self._guard("beam"):
+            self._observe_beam_reorders(getattr(output, "past_key_values", None))
+
+    def _on_layer_output(self, index, module, args, output):
+        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+            return
+        with self._guard("hidden"):
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            self.buffers.record_hidden_row(index, hidden[:, -1, :])
+
+    def _on_logits(self, module, args, output):
+        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+            return
+        with self._guard("logits"):
+            logits = output[0] if isinstance(output, (tuple, list)) else output
+            self.buffers.record_step_end(self.step, logits[:, -1, :])
+
+    def _attention_wanted(self, module) -> tuple[int, bool] | None:
+        if not (self._owns_call() and self.capturing and self.buffers is not None):
+            return None
+        if not self.buffers.in_range(self.step) or self.step % self.options.attention_stride:
+            return None
+        return self.layout.attention_modules.get(id(module))
+
+    def _on_eager_attention(self, attention_module, module, args, output):
+        where = self._attention_wanted(attention_module)
+        if where is None:
+            return
+        with self._guard("attention"):
+            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            if weights is None:
+                self.attention_unavailable_reason = "eager attention returned no weights"
+                return
+            self.buffers.record_heads(self.step, *where, stats.head_stats(weights[:, :, -1, :]))
+
+    def observe_attention(self, module, query, key, attention_mask, kwargs) -> None:
+        """Called by the attention-registry wrapper for SDPA / flash / flex implementations."""
+        where = self._attention_wanted(module)
+        if where is None:
+            return
+        with self._guard("attention"):
+            if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+                self.attention_unavailable_reason = (
+                    f"{type(attention_mask).__name__} attention masks cannot be observed"
+                )
+                return
+            probs = stats.newest_query_attention(
+                query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
+            )
+            self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
+
+    # -- beam search bookkeeping -------------------------------------------------
+
+    def _observe_beam_reorders(self, cache) -> None:
+        """Record the parent row of every beam each time generate reorders the cache."""
+        target = self.model if hasattr(self.model, "_reorder_cache") else cache
+        name = "_reorder_cache" if target is self.model else "reorder_cache"
+        original = getattr(target, name, None)
+        if original is None:
+            return
+        session = self
+
+        if target is self.model:
+            def reorder(past, beam_idx):
+                session._pending_parents = beam_idx
+                return original(past, beam_idx)
+        else:
+            def reorder(beam_idx, *args, **kwargs):
+                session._pending_parents = beam_idx
+                return original(beam_idx, *args, **kwargs)
+
+        setattr(target, name, reorder)
+        self._restore.append(lambda: target.__dict__.pop(name, None))
+
+    def _take_parents(self) -> torch.Tensor | None:
+        parents, self._pending_parents = self._pending_parents, None
+        return parents
+
+    # -- end of call ------------------------------------------------------------
+
+    def finish(self, sequences: torch.Tensor | None, eos_token_ids: set[int]):
+        """Copy summaries to the host once and resolve them per returned sequence."""
+        if not self.capturing or self.buffers is None or sequences is None:
+            return None
+        with self._guard("summary"):
+            host = self.buffers.to_host(self.step + 1, sequences)
+            summaries = resolve_paths(host, sequences.detach().cpu().numpy(), self.options, eos_token_ids)
+            summaries.num_heads = self.layout.num_heads
+            summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
+            summaries.attention_unavailable_reason = self.attention_unavailable_reason
+            return summaries
+        return None
+
+    def first_token_seconds(self, total_seconds: float) -> float | None:
+        return self.clock.first_token_seconds(total_seconds)
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _decoder_input_ids(model, args, kwargs) -> torch.Tensor:
+    if getattr(model.config, "is_encoder_decoder", False):
+        ids = kwargs.get("decoder_input_ids")
+    else:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is None:
+        raise CaptureFault("decoder input ids are not visible to the forward pre-hook")
+    return ids

@@ -1,0 +1,95 @@
+"""Torch reductions from raw tensors to summary statistics, on the tensors' own device.
+
+Every function returns a small tensor and never synchronises with the host.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_LN2 = math.log(2.0)
+TOP_K_MASS = 10
+
+
+def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
+    return torch.special.entr(probs).sum(-1) / _LN2
+
+
+def logit_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits [R, V] -> (stats [R, 6], log-probs [R, V]).
+
+    Columns follow LOGIT_STATS without surprisal: entropy, margin, top-k mass, max prob,
+    NaN count, Inf count. Surprisal needs the chosen token, known only a step later.
+    """
+    logits = logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = log_probs.exp()
+    top = probs.topk(min(TOP_K_MASS, probs.shape[-1]), dim=-1).values
+    second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
+    stats = torch.stack(
+        (
+            entropy_bits(probs),
+            top[:, 0] - second,
+            top.sum(-1),
+            top[:, 0],
+            torch.isnan(logits).sum(-1).float(),
+            torch.isinf(logits).sum(-1).float(),
+        ),
+        dim=-1,
+    )
+    return stats, log_probs
+
+
+def hidden_stats(rows: torch.Tensor) -> torch.Tensor:
+    """Newest-position hidden states [L, R, D] -> [L, R, 6] (HIDDEN_STATS order)."""
+    x = rows.float()
+    std, mean = torch.std_mean(x, dim=-1, correction=0)
+    return torch.stack(
+        (
+            mean,
+            std,
+            torch.linalg.vector_norm(x, dim=-1),
+            x.abs().amax(-1),
+            torch.isnan(x).sum(-1).float(),
+            torch.isinf(x).sum(-1).float(),
+        ),
+        dim=-1,
+    )
+
+
+def head_stats(weights: torch.Tensor) -> torch.Tensor:
+    """Attention probabilities of the newest query [R, H, T] -> per-head [2, R, H]: entropy bits, max weight."""
+    probs = weights.float()
+    return torch.stack((entropy_bits(probs), probs.amax(-1)))
+
+
+def newest_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float | None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Attention probabilities of the newest query row, recomputed from q and k.
+
+    query [R, H, Q, D], key [R, Hkv, T, D] (grouped-query heads are broadcast),
+    mask additive float or boolean keep-mask broadcastable to [R, 1, Q, T], or 2-D [R, T].
+    Returns [R, H, T].
+    """
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+    q = query[:, :, -1, :].reshape(rows, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(q, key.transpose(-1, -2)).float().reshape(rows, heads, -1) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        row = mask[:, None, :] if mask.dim() == 2 else mask[:, :, -1, :]
+        row = row[..., -scores.shape[-1]:]
+        if not row.dtype.is_floating_point:
+            scores = scores.masked_fill(~row.bool(), float("-inf"))
+        else:
+            scores = scores + row.float()
+    return torch.softmax(scores, dim=-1)

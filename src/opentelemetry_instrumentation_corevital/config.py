@@ -1,0 +1,135 @@
+"""One settings object. Precedence: keyword arguments of instrument() > env vars > defaults.
+
+A bad keyword argument raises: the caller wrote it and can fix it now. A bad environment
+value is logged with the variable's name and the default is kept, so a typo in a deployment
+never takes the host application down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable
+
+_logger = logging.getLogger(__name__)
+
+CAPTURE_MODES = ("off", "summary", "full", "on_risk")
+ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
+CAPTURE_MESSAGE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+def _parse_capture_mode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in CAPTURE_MODES:
+        raise ValueError(f"must be one of {', '.join(CAPTURE_MODES)}")
+    return value
+
+
+def _parse_unit_interval(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a number between 0 and 1")
+    return value
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    value = str(raw).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class _Option:
+    env: str
+    parse: Callable[[str], object]
+    allowed: str
+
+
+_OPTIONS: dict[str, _Option] = {
+    "capture_mode": _Option(ENV_PREFIX + "CAPTURE_MODE", _parse_capture_mode, " | ".join(CAPTURE_MODES)),
+    "risk_threshold": _Option(ENV_PREFIX + "RISK_THRESHOLD", _parse_unit_interval, "a number in [0, 1]"),
+    "max_step_events": _Option(ENV_PREFIX + "MAX_STEP_EVENTS", _parse_positive_int, "an integer >= 1"),
+    "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
+    "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
+    "capture_message_content": _Option(CAPTURE_MESSAGE_CONTENT_ENV, _parse_bool, "true | false"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective configuration of the instrumentor.
+
+    attention_every: attention statistics are computed on every n-th decoding step in
+    `summary` mode (per-layer attention is the one probe whose cost scales with the
+    context); `full` and `on_risk` always compute them on every step.
+    """
+
+    capture_mode: str = "summary"
+    risk_threshold: float = 0.7
+    max_step_events: int = 64
+    payload_max_bytes: int = 512 * 1024
+    attention_every: int = 4
+    capture_message_content: bool = False
+    profile_overrides: dict = field(default_factory=dict)
+
+    @property
+    def probes_enabled(self) -> bool:
+        return self.capture_mode != "off"
+
+    @property
+    def attention_stride(self) -> int:
+        return self.attention_every if self.capture_mode == "summary" else 1
+
+    @classmethod
+    def resolve(cls, overrides: dict | None = None, environ: dict | None = None) -> "Settings":
+        settings = cls._from_env(os.environ if environ is None else environ)
+        return settings.with_overrides(overrides or {})
+
+    @classmethod
+    def _from_env(cls, environ) -> "Settings":
+        values = {}
+        for name, option in _OPTIONS.items():
+            raw = environ.get(option.env)
+            if raw is None:
+                continue
+            try:
+                values[name] = option.parse(raw)
+            except ValueError as exc:
+                default = getattr(cls(), name)
+                _logger.warning(
+                    "Ignoring %s=%r: %s (allowed: %s). Keeping the default %r.",
+                    option.env, raw, exc, option.allowed, default,
+                )
+        return cls(**values)
+
+    def with_overrides(self, overrides: dict) -> "Settings":
+        known = {f.name for f in fields(self)}
+        values = {}
+        for name, value in overrides.items():
+            if name not in known:
+                raise ValueError(
+                    f"Unknown CoreVital setting {name!r}. Allowed settings: {', '.join(sorted(known))}."
+                )
+            option = _OPTIONS.get(name)
+            if option is not None:
+                try:
+                    value = option.parse(str(value)) if not isinstance(value, bool) else value
+                except ValueError as exc:
+                    raise ValueError(
+                        f"Invalid value {value!r} for CoreVital setting {name!r}: {exc} (allowed: {option.allowed})."
+                    ) from None
+            elif name == "profile_overrides" and not isinstance(value, dict):
+                raise ValueError("CoreVital setting 'profile_overrides' must be a dict of profile keys to values.")
+            values[name] = value
+        return replace(self, **values)

@@ -1,0 +1,143 @@
+"""What a generate call asked for and what it returned, read without changing either."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+
+
+@functools.lru_cache(maxsize=32)
+def _signature(function) -> inspect.Signature:
+    return inspect.signature(function)
+
+
+def _as_id_set(value) -> set[int]:
+    if value is None:
+        return set()
+    if isinstance(value, torch.Tensor):
+        return {int(v) for v in value.flatten().tolist()}
+    if isinstance(value, (list, tuple, set)):
+        return {int(v) for v in value}
+    return {int(value)}
+
+
+def model_id(model) -> str:
+    name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+    return str(name) if name else type(model).__name__
+
+
+@dataclass
+class GenerateCall:
+    model_id: str
+    is_encoder_decoder: bool
+    input_ids: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    max_new_tokens: int | None
+    do_sample: bool
+    num_beams: int
+    num_return_sequences: int
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    eos_token_ids: set[int] = field(default_factory=set)
+    pad_token_id: int | None = None
+    tokenizer: object | None = None
+
+    @classmethod
+    def parse(cls, model, wrapped, args, kwargs) -> "GenerateCall":
+        arguments = _signature(wrapped).bind_partial(*args, **kwargs).arguments
+        extra = dict(arguments.get("kwargs", {}))
+        config = arguments.get("generation_config") or getattr(model, "generation_config", None)
+
+        def effective(name):
+            return extra[name] if extra.get(name) is not None else getattr(config, name, None)
+
+        input_ids = arguments.get("inputs")
+        if input_ids is None:
+            input_ids = extra.get("input_ids")
+        if not isinstance(input_ids, torch.Tensor):
+            input_ids = None
+        mask = extra.get("attention_mask")
+        is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        max_new_tokens = effective("max_new_tokens")
+        if max_new_tokens is None and effective("max_length") is not None:
+            max_length = int(effective("max_length"))
+            prompt_width = 0 if is_encoder_decoder or input_ids is None else input_ids.shape[-1]
+            max_new_tokens = max(max_length - prompt_width, 0)
+        do_sample = bool(effective("do_sample"))
+        return cls(
+            model_id=model_id(model),
+            is_encoder_decoder=is_encoder_decoder,
+            input_ids=input_ids,
+            attention_mask=mask if isinstance(mask, torch.Tensor) else None,
+            max_new_tokens=None if max_new_tokens is None else int(max_new_tokens),
+            do_sample=do_sample,
+            num_beams=int(effective("num_beams") or 1),
+            num_return_sequences=int(effective("num_return_sequences") or 1),
+            temperature=effective("temperature") if do_sample else None,
+            top_p=effective("top_p") if do_sample else None,
+            top_k=effective("top_k") if do_sample else None,
+            eos_token_ids=_as_id_set(effective("eos_token_id")),
+            pad_token_id=effective("pad_token_id"),
+            tokenizer=extra.get("tokenizer"),
+        )
+
+    def input_token_counts(self) -> list[int]:
+        if self.attention_mask is not None:
+            return [int(v) for v in self.attention_mask.sum(-1).tolist()]
+        if self.input_ids is None:
+            return []
+        ids = self.input_ids
+        if self.pad_token_id is not None and int(self.pad_token_id) not in self.eos_token_ids:
+            return [int(v) for v in (ids != int(self.pad_token_id)).sum(-1).tolist()]
+        return [int(ids.shape[-1])] * int(ids.shape[0])
+
+    def prompt_rows(self) -> list[list[int]]:
+        """Prompt ids per row, padding removed."""
+        if self.input_ids is None:
+            return []
+        rows = self.input_ids.detach().cpu()
+        if self.attention_mask is None:
+            return rows.tolist()
+        keep = self.attention_mask.detach().cpu().bool()
+        return [row[mask].tolist() for row, mask in zip(rows, keep)]
+
+    def generated_part(self, sequences: torch.Tensor) -> torch.Tensor:
+        if self.is_encoder_decoder:
+            return sequences[:, 1:]
+        width = 0 if self.input_ids is None else self.input_ids.shape[-1]
+        return sequences[:, width:]
+
+
+@dataclass
+class GenerateResult:
+    sequences: torch.Tensor | None
+    output_token_counts: list[int]
+    finish_reasons: list[str]
+    completions: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_output(cls, call: GenerateCall, output) -> "GenerateResult":
+        sequences = output if isinstance(output, torch.Tensor) else getattr(output, "sequences", None)
+        if not isinstance(sequences, torch.Tensor) or sequences.dim() != 2:
+            return cls(None, [], [])
+        generated = call.generated_part(sequences).detach().cpu()
+        counts, reasons, completions = [], [], []
+        for row in generated.tolist():
+            count, stopped = _count_until_eos(row, call.eos_token_ids)
+            counts.append(count)
+            completions.append(row[:count])
+            hit_limit = call.max_new_tokens is not None and count >= call.max_new_tokens
+            reasons.append("stop" if stopped or not hit_limit else "length")
+        return cls(sequences, counts, reasons, completions)
+
+
+def _count_until_eos(row: list[int], eos: set[int]) -> tuple[int, bool]:
+    """Tokens up to and including the first EOS; what follows is padding."""
+    for index, token in enumerate(row):
+        if token in eos:
+            return index + 1, True
+    return len(row), False

@@ -1,0 +1,3 @@
+_instruments = ("transformers >= 4.56, < 6",)
+
+_supports_metrics = True

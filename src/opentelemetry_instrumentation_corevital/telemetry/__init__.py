@@ -1,0 +1,1 @@
+"""How OpenTelemetry hears about a generation: names, spans, events, metrics. No torch here."""
