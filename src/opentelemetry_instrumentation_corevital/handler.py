@@ -88,6 +88,7 @@ class GenerationHandler:
             attention_stride=self.settings.attention_stride,
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
+            eos_token_ids=tuple(sorted(call.eos_token_ids)),
             **self.health.capture_thresholds(),
         )
 

@@ -38,6 +38,8 @@ class HostSummaries:
     cross_heads: np.ndarray | None
     cosine_by_slot: np.ndarray  # [F, R, K]
     row_hashes: np.ndarray | None  # [F, R], beam search only
+    eos_log_probs: np.ndarray | None  # [F, R, E], beam search only: a beam ending in EOS leaves the rows
+    eos_token_ids: tuple[int, ...] = ()
 
 
 class StepBuffers:
@@ -59,9 +61,13 @@ class StepBuffers:
         self.ring: torch.Tensor | None = None
         self.log_probs: torch.Tensor | None = None
         self.row_hashes = None
+        self.eos_log_probs = None
+        self.eos_token_ids = tuple(options.eos_token_ids)
         if options.num_beams > 1:
             self.row_hashes = torch.zeros((steps, rows), dtype=torch.int64, device=self.device)
             self.row_hashes[0] = hashing.fold_torch(prompt_ids)
+            self.eos_log_probs = torch.full((steps, rows, len(self.eos_token_ids)), nan, device=self.device)
+            self._eos_index = torch.tensor(self.eos_token_ids, dtype=torch.long, device=self.device)
 
     def in_range(self, step: int) -> bool:
         return 0 <= step < self.max_steps
@@ -86,6 +92,8 @@ class StepBuffers:
         """The output head ran: summarise the logits, the layers' rows and repetition."""
         logit_stats, self.log_probs = stats.logit_stats(logits)
         self.logits[step, :, _LOGIT_COLUMNS] = logit_stats
+        if self.eos_log_probs is not None and self.eos_token_ids:
+            self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
         if self.hidden_rows is None:
             return
         self.hidden[step] = stats.hidden_stats(self.hidden_rows)
@@ -136,4 +144,6 @@ class StepBuffers:
             cross_heads=host(self.cross_heads),
             cosine_by_slot=host(self.cosine),
             row_hashes=host(self.row_hashes),
+            eos_log_probs=host(self.eos_log_probs),
+            eos_token_ids=self.eos_token_ids,
         )

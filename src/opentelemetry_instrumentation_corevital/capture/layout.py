@@ -37,11 +37,17 @@ def _decoder_root(model: nn.Module) -> nn.Module:
     return model
 
 
-def _largest_module_list(root: nn.Module) -> list[nn.Module]:
-    best: list[nn.Module] = []
-    for module in root.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > len(best):
-            best = list(module)
+def _layer_stack(root: nn.Module) -> list[nn.Module]:
+    """The shallowest list of same-class blocks (T5 blocks also hold a list of sub-layers)."""
+    best, best_key = [], None
+    for name, module in root.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        key = (name.count("."), -len(module))
+        if best_key is None or key < best_key:
+            best, best_key = list(module), key
     return best
 
 
@@ -66,7 +72,7 @@ def _num_heads(config) -> int:
 
 def find_layout(model: nn.Module) -> ModelLayout:
     config = model.config
-    layers = _largest_module_list(_decoder_root(model))
+    layers = _layer_stack(_decoder_root(model))
     attention = {}
     for index, layer in enumerate(layers):
         for name, module in _innermost_attention_modules(layer):

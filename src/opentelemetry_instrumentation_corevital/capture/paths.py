@@ -19,28 +19,29 @@ class PathError(Exception):
     pass
 
 
-def _beam_paths(host: HostSummaries, sequences: np.ndarray, steps: int) -> np.ndarray:
+def _beam_paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray) -> np.ndarray:
+    """A beam that finished early left the running rows: its later, invalid steps keep its last row."""
     wanted = hashing.prefix_hashes_numpy(sequences, host.prompt_width, steps)
-    paths = np.empty(wanted.shape, dtype=np.int64)
+    paths = np.zeros(wanted.shape, dtype=np.int64)
     for t in range(steps):
         row_of = {int(h): r for r, h in enumerate(host.row_hashes[t])}
         for n in range(sequences.shape[0]):
             row = row_of.get(int(wanted[n, t]))
-            if row is None:
+            if row is None and valid[n, t]:
                 raise PathError(f"returned sequence {n} matches no beam at step {t}")
-            paths[n, t] = row
+            paths[n, t] = paths[n, t - 1] if row is None and t else (row or 0)
     return paths
 
 
-def _paths(host: HostSummaries, sequences: np.ndarray, steps: int) -> np.ndarray:
+def _paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray) -> np.ndarray:
     if host.row_hashes is not None:
-        return _beam_paths(host, sequences, steps)
+        return _beam_paths(host, sequences, steps, valid)
     if sequences.shape[0] != host.rows:
         raise PathError(f"{sequences.shape[0]} returned sequences for {host.rows} decoding rows")
     return np.broadcast_to(np.arange(host.rows)[:, None], (host.rows, steps))
 
 
-def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int) -> np.ndarray:
+def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int, tokens: np.ndarray) -> np.ndarray:
     """Surprisal of token t is stored by the row that holds the sequence at step t + 1."""
     n_seq = paths.shape[0]
     out = np.full((n_seq, steps), np.nan, dtype=np.float32)
@@ -48,6 +49,10 @@ def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int) -> np.ndarray
         return out
     t = np.arange(steps - 1)
     out[:, : steps - 1] = host.surprisal[t[None, :], paths[:, 1:]]
+    if host.eos_log_probs is not None:
+        for column, eos in enumerate(host.eos_token_ids):
+            n_idx, t_idx = np.nonzero(tokens == eos)
+            out[n_idx, t_idx] = -host.eos_log_probs[t_idx, paths[n_idx, t_idx], column] / _LN2
     if host.forwards > steps:
         # an extra forward ran after the last returned token; its rows match the full sequences
         out[:, steps - 1] = host.surprisal[steps - 1, paths[:, -1]] if host.row_hashes is None else np.nan
@@ -98,15 +103,16 @@ def _valid_mask(generated: np.ndarray, eos_token_ids: set[int]) -> np.ndarray:
 
 def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token_ids: set[int]) -> RunSummaries:
     steps = max(0, min(sequences.shape[1] - host.prompt_width, host.forwards))
-    paths = _paths(host, sequences, steps)
+    generated = sequences[:, host.prompt_width : host.prompt_width + steps]
+    valid = _valid_mask(generated, eos_token_ids)
+    paths = _paths(host, sequences, steps, valid)
     t_idx = np.broadcast_to(np.arange(steps)[None, :], paths.shape)
     logits = host.logits[t_idx, paths].copy()
-    logits[..., _SURPRISAL] = _surprisal(host, paths, steps)
-    generated = sequences[:, host.prompt_width : host.prompt_width + steps]
+    logits[..., _SURPRISAL] = _surprisal(host, paths, steps, generated)
     return RunSummaries(
         logits=logits,
         token_ids=generated.astype(np.int64),
-        valid=_valid_mask(generated, eos_token_ids),
+        valid=valid,
         hidden=host.hidden[t_idx, :, paths],
         attention=_attention(host.heads, t_idx, paths, options),
         cross_attention=_attention(host.cross_heads, t_idx, paths, options),

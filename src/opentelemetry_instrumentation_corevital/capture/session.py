@@ -40,6 +40,7 @@ class CaptureOptions:
     attention_stride: int = 1
     max_steps: int = 256
     num_beams: int = 1
+    eos_token_ids: tuple[int, ...] = ()
     collapsed_head_entropy_bits: float = 0.1
     focused_head_concentration: float = 0.9
 

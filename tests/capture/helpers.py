@@ -1,0 +1,49 @@
+"""Run generate under a bare capture session (no OTel) and hand back the summaries."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from opentelemetry_instrumentation_corevital.capture import attention_registry
+from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
+
+
+def eos_ids(model) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    return set() if eos is None else ({eos} if isinstance(eos, int) else set(eos))
+
+
+def capture(model, inputs, **generate_kwargs):
+    """Returns (generate output, RunSummaries, session)."""
+    eos = generate_kwargs.get("eos_token_id")
+    eos = {eos} if eos is not None else eos_ids(model)
+    options = CaptureOptions(
+        max_steps=generate_kwargs.get("max_new_tokens", 20),
+        num_beams=generate_kwargs.get("num_beams", 1),
+        eos_token_ids=tuple(sorted(eos)),
+    )
+    session = CaptureSession(model, options)
+    attention_registry.install()
+    try:
+        session.attach()
+        with session.active():
+            output = model.generate(inputs, **generate_kwargs)
+    finally:
+        session.detach()
+        attention_registry.uninstall()
+    sequences = output if isinstance(output, torch.Tensor) else output.sequences
+    summaries = session.finish(sequences, eos)
+    return output, summaries, session
+
+
+def entropy_bits(logits: torch.Tensor) -> np.ndarray:
+    log_probs = torch.log_softmax(logits.double(), -1)
+    return (-(log_probs.exp() * log_probs).sum(-1) / math.log(2)).numpy()
+
+
+def surprisal_bits(logits: torch.Tensor, tokens: torch.Tensor) -> np.ndarray:
+    log_probs = torch.log_softmax(logits.double(), -1)
+    return (-log_probs.gather(1, tokens[:, None]).squeeze(1) / math.log(2)).numpy()

@@ -1,0 +1,137 @@
+"""The summaries equal what transformers itself reports when asked for logits, states and weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import build_llama, prompt_ids
+from tests.capture.helpers import capture, entropy_bits, surprisal_bits
+
+STEPS = 6
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "t5"])
+def test_logit_statistics_come_from_raw_logits(models, name):
+    model = models[name]
+    ids = prompt_ids(batch=2)
+    reference = model.generate(
+        ids, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False)
+    width = reference.sequences.shape[1] - STEPS
+    for step, raw in enumerate(reference.logits):
+        tokens = reference.sequences[:, width + step]
+        np.testing.assert_allclose(summaries.logit("entropy")[:, step], entropy_bits(raw), atol=1e-3)
+        np.testing.assert_allclose(summaries.logit("surprisal")[:, step], surprisal_bits(raw, tokens), atol=1e-3)
+        probs = torch.softmax(raw.double(), -1)
+        top = probs.topk(10, -1).values.numpy()
+        np.testing.assert_allclose(summaries.logit("max_prob")[:, step], top[:, 0], atol=1e-5)
+        np.testing.assert_allclose(summaries.logit("margin")[:, step], top[:, 0] - top[:, 1], atol=1e-5)
+        np.testing.assert_allclose(summaries.logit("topk_mass")[:, step], top.sum(-1), atol=1e-5)
+
+
+def test_sampling_statistics_ignore_temperature_and_top_k(models):
+    """Entropy is measured before the logits processors, so top-k cannot cap it."""
+    model = models["llama"]
+    ids = prompt_ids()
+    torch.manual_seed(3)
+    reference = model.generate(
+        ids, max_new_tokens=STEPS, do_sample=True, temperature=0.3, top_k=2,
+        output_logits=True, output_scores=True, return_dict_in_generate=True,
+    )
+    torch.manual_seed(3)
+    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=True, temperature=0.3, top_k=2)
+    raw_entropy = np.stack([entropy_bits(raw) for raw in reference.logits], axis=1)
+    np.testing.assert_allclose(summaries.logit("entropy"), raw_entropy, atol=1e-3)
+    assert summaries.logit("entropy").min() > 1.5  # processed scores would give at most 1 bit (top-2)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_hidden_statistics_match_output_hidden_states(models, name):
+    model = models[name]
+    ids = prompt_ids()
+    reference = model.generate(
+        ids, max_new_tokens=STEPS, do_sample=False, output_hidden_states=True, return_dict_in_generate=True
+    )
+    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False)
+    layers = summaries.num_layers
+    for step, states in enumerate(reference.hidden_states):
+        # states[0] is the embedding output; the last entry has the final norm applied, so skip it
+        for layer in range(layers - 1):
+            row = states[layer + 1][0, -1].double()
+            expected = [row.mean(), row.std(unbiased=False), row.norm(), row.abs().max()]
+            got = summaries.hidden[0, step, layer, :4]
+            np.testing.assert_allclose(got, torch.stack(expected).numpy(), rtol=1e-4, atol=1e-4)
+    assert np.all(summaries.hidden_stat("nan_count") == 0)
+
+
+def test_sdpa_attention_statistics_equal_eager_weights():
+    """Recomputed newest-query attention under SDPA equals the eager implementation's real weights."""
+    sdpa, eager = build_llama("sdpa"), build_llama("eager")
+    ids = prompt_ids(batch=2)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # left padding in the second row
+    reference = eager.generate(
+        ids, attention_mask=mask, max_new_tokens=STEPS, do_sample=False,
+        output_attentions=True, return_dict_in_generate=True,
+    )
+    _, from_sdpa, _ = capture(sdpa, ids, attention_mask=mask, max_new_tokens=STEPS, do_sample=False)
+    _, from_eager, _ = capture(eager, ids, attention_mask=mask, max_new_tokens=STEPS, do_sample=False)
+    for step, per_layer in enumerate(reference.attentions):
+        for layer, weights in enumerate(per_layer):
+            probs = weights[:, :, -1, :].double()
+            entropy = (-(torch.special.xlogy(probs, probs)).sum(-1) / np.log(2)).numpy()
+            for summaries in (from_sdpa, from_eager):
+                got = summaries.attention[:, step, layer]
+                np.testing.assert_allclose(got[:, 0], entropy.min(-1), atol=1e-4)
+                np.testing.assert_allclose(got[:, 1], entropy.mean(-1), atol=1e-4)
+                np.testing.assert_allclose(got[:, 2], entropy.max(-1), atol=1e-4)
+                np.testing.assert_allclose(got[:, 4], probs.amax(-1).max(-1).values.numpy(), atol=1e-5)
+    assert from_sdpa.attention_unavailable_reason is None
+
+
+def test_seq2seq_decoder_has_self_and_cross_attention(models):
+    _, summaries, _ = capture(models["t5"], prompt_ids(), max_new_tokens=STEPS, do_sample=False)
+    assert summaries.attention is not None and summaries.cross_attention is not None
+    assert summaries.num_layers == 2
+    assert np.isfinite(summaries.cross_attention[..., 1]).all()
+
+
+def test_beam_search_summaries_follow_each_returned_beam(models):
+    model = models["llama"]
+    ids = prompt_ids(batch=2)
+    kwargs = dict(max_new_tokens=STEPS, num_beams=3, num_return_sequences=2, do_sample=False)
+    reference = model.generate(ids, output_logits=True, return_dict_in_generate=True, **kwargs)
+    output, summaries, _ = capture(model, ids, **kwargs)
+    assert torch.equal(output, reference.sequences)
+    width = ids.shape[1]
+    for n in range(output.shape[0]):
+        for step in range(STEPS):
+            beam = int(reference.beam_indices[n, step])
+            if beam < 0:
+                continue
+            raw = reference.logits[step][beam : beam + 1]
+            token = output[n : n + 1, width + step]
+            assert summaries.logit("entropy")[n, step] == pytest.approx(entropy_bits(raw)[0], abs=1e-3)
+            assert summaries.logit("surprisal")[n, step] == pytest.approx(surprisal_bits(raw, token)[0], abs=1e-3)
+
+
+def test_finished_rows_are_masked(models):
+    model = models["llama"]
+    ids = prompt_ids(batch=2, seed=5)
+    free = model.generate(ids, max_new_tokens=STEPS, do_sample=False)
+    eos = int(free[0, ids.shape[1] + 2])  # row 0 emits this token at step 2
+    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False, eos_token_id=eos)
+    first = int(np.argmax(summaries.token_ids[0] == eos))
+    assert summaries.valid[0, : first + 1].all() and not summaries.valid[0, first + 1 :].any()
+
+
+def test_repetition_cosine_is_one_for_an_exactly_repeating_state(models):
+    """Lag k compares step s with step s-1-k; the same context twice gives cosine 1."""
+    model = models["llama"]
+    ids = prompt_ids()
+    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False)
+    cosine = summaries.repetition_cosine[0]
+    assert np.isnan(cosine[0]).all()  # nothing earlier to compare step 0 with
+    assert np.isfinite(cosine[1, 0]) and np.isnan(cosine[1, 1])
+    assert np.nanmax(np.abs(cosine)) <= 1.0 + 1e-5
