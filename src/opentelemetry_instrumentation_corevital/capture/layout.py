@@ -14,6 +14,7 @@ _CROSS_ATTENTION_NAME = re.compile(r"cross|encdec|encoder_attn", re.IGNORECASE)
 class ModelLayout:
     decoder_layers: list[nn.Module]
     lm_head: nn.Module | None
+    decoder_root: nn.Module | None = None
     # id(attention module) -> (layer index, is cross-attention)
     attention_modules: dict[int, tuple[int, bool]] = field(default_factory=dict)
     num_heads: int = 0
@@ -72,7 +73,8 @@ def _num_heads(config) -> int:
 
 def find_layout(model: nn.Module) -> ModelLayout:
     config = model.config
-    layers = _layer_stack(_decoder_root(model))
+    root = _decoder_root(model)
+    layers = _layer_stack(root)
     attention = {}
     for index, layer in enumerate(layers):
         for name, module in _innermost_attention_modules(layer):
@@ -81,6 +83,7 @@ def find_layout(model: nn.Module) -> ModelLayout:
     lm_head = get_head() if callable(get_head) else None
     return ModelLayout(
         decoder_layers=layers,
+        decoder_root=root if root is not model else None,
         lm_head=lm_head if isinstance(lm_head, nn.Module) else None,
         attention_modules=attention,
         num_heads=_num_heads(config),

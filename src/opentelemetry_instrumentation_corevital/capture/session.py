@@ -23,6 +23,7 @@ from .buffers import StepBuffers
 from .clock import FirstTokenClock
 from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
+from .prompt import PromptProbe
 
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
@@ -41,6 +42,8 @@ class CaptureOptions:
     max_steps: int = 256
     num_beams: int = 1
     eos_token_ids: tuple[int, ...] = ()
+    prompt_telemetry: bool = False
+    input_batch: int = 1
     collapsed_head_entropy_bits: float = 0.1
     focused_head_concentration: float = 0.9
 
@@ -62,7 +65,9 @@ class CaptureSession:
         self._handles: list = []
         self._restore: list = []
         self._pending_parents: torch.Tensor | None = None
-        self._token = None
+        self.prompt: PromptProbe | None = None
+        self.prompt_summaries = None
+        self._prompt_ids: torch.Tensor | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -80,7 +85,10 @@ class CaptureSession:
             raise CaptureFault("no decoder layers or output embeddings found")
         self._handles.append(self.model.register_forward_hook(self._on_forward_end))
         for index, layer in enumerate(layout.decoder_layers):
-            self._handles.append(layer.register_forward_hook(functools.partial(self._on_layer_output, index)))
+            hook = functools.partial(self._on_layer_output, index)
+            self._handles.append(layer.register_forward_hook(hook, with_kwargs=True))
+        if self.options.prompt_telemetry and layout.decoder_root is not None and not layout.is_encoder_decoder:
+            self._handles.append(layout.decoder_root.register_forward_hook(self._on_decoder_output))
         self._handles.append(layout.lm_head.register_forward_hook(self._on_logits))
         if not layout.attention_modules:
             self.attention_unavailable_reason = "no attention modules found in the decoder layers"
@@ -135,6 +143,11 @@ class CaptureSession:
             ids = _decoder_input_ids(self.model, args, kwargs)
             if self.step == 0:
                 self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
+                self._prompt_ids = ids
+                if self.options.prompt_telemetry and ids.shape[1] > 1:
+                    stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
+                    rows = list(range(0, ids.shape[0], stride))
+                    self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
             elif self.step < self.buffers.max_steps:
                 self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
 
@@ -144,12 +157,23 @@ class CaptureSession:
         with self._guard("beam"):
             self._observe_beam_reorders(getattr(output, "past_key_values", None))
 
-    def _on_layer_output(self, index, module, args, output):
+    def _on_layer_output(self, index, module, args, kwargs, output):
         if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
             return
         with self._guard("hidden"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output
             self.buffers.record_hidden_row(index, hidden[:, -1, :])
+        if self.prompt is not None and self.step == 0:
+            with self._guard("prompt"):
+                layer_input = args[0] if args else kwargs.get("hidden_states")
+                self.prompt.observe_layer(index, layer_input, hidden)
+
+    def _on_decoder_output(self, module, args, output):
+        if not (self._owns_call() and self.capturing and self.step == 0 and self.prompt is not None):
+            return
+        with self._guard("prompt"):
+            hidden = output[0] if isinstance(output, (tuple, list)) else output.last_hidden_state
+            self.prompt.observe_final_hidden(hidden, self.layout.lm_head, self._prompt_ids)
 
     def _on_logits(self, module, args, output):
         if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
@@ -175,6 +199,8 @@ class CaptureSession:
                 self.attention_unavailable_reason = "eager attention returned no weights"
                 return
             self.buffers.record_heads(self.step, *where, stats.head_stats(weights[:, :, -1, :]))
+            if self.prompt is not None and self.step == 0 and not where[1]:
+                self.prompt.observe_weights(where[0], weights)
 
     def observe_attention(self, module, query, key, attention_mask, kwargs) -> None:
         """Called by the attention-registry wrapper for SDPA / flash / flex implementations."""
@@ -191,6 +217,10 @@ class CaptureSession:
                 query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
             )
             self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
+            if self.prompt is not None and self.step == 0 and not where[1]:
+                self.prompt.observe_attention(
+                    where[0], query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
+                )
 
     # -- beam search bookkeeping -------------------------------------------------
 
@@ -231,6 +261,8 @@ class CaptureSession:
             summaries.num_heads = self.layout.num_heads
             summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
             summaries.attention_unavailable_reason = self.attention_unavailable_reason
+            if self.prompt is not None:
+                self.prompt_summaries = self.prompt.to_host()
             return summaries
         return None
 

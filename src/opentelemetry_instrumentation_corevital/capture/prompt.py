@@ -1,0 +1,182 @@
+"""Prompt telemetry for full traces, taken while the model processes the prompt (step 0).
+
+Each layer is handled as its attention runs, in chunks of queries, so at most one layer's
+attention for one chunk exists at any time: never the (layers x heads x prompt^2) tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SPARSE_THRESHOLD = 0.01
+SPARSE_CAP_PER_HEAD = 256
+_CHUNK_BYTES = 64 * 1024 * 1024
+_LN2 = math.log(2.0)
+
+
+@dataclass
+class PromptSummaries:
+    """Host arrays, one entry per unique prompt row.
+
+    surprisal: [P-1] bits of each prompt token given the ones before it (decoder-only).
+    layer_transformation: [L] 1 - mean cosine(layer input, layer output) over prompt positions.
+    basin: [L, H] mean attention on the middle third of keys / mean on the outer thirds.
+    sparse: per layer, (query idx [H, C], key idx [H, C], weight [H, C]); unused slots have weight 0.
+    """
+
+    surprisal: list[np.ndarray] = field(default_factory=list)
+    layer_transformation: list[np.ndarray] = field(default_factory=list)
+    basin: list[np.ndarray] = field(default_factory=list)
+    sparse: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
+
+
+class PromptProbe:
+    """Collects prompt telemetry on the device; copied to the host once at the end."""
+
+    def __init__(self, num_layers: int, rows: list[int], padding_mask: torch.Tensor | None, length: int):
+        self.rows = rows
+        # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
+        if padding_mask is None:
+            self.real = None
+        else:
+            self.real = padding_mask[rows, -length:].bool()
+        self.num_layers = num_layers
+        self.transformation: list[torch.Tensor | None] = [None] * num_layers
+        self.basin: list[torch.Tensor | None] = [None] * num_layers
+        self.sparse: list[tuple | None] = [None] * num_layers
+        self.surprisal: torch.Tensor | None = None
+
+    def observe_layer(self, layer: int, layer_input: torch.Tensor, layer_output: torch.Tensor) -> None:
+        cosine = torch.nn.functional.cosine_similarity(
+            layer_input[self.rows].float(), layer_output[self.rows].float(), dim=-1
+        )
+        real = self._real_tokens(cosine.shape[1], cosine.shape[1]).to(cosine.device)
+        self.transformation[layer] = 1.0 - (cosine * real).sum(-1) / real.sum(-1).clamp_min(1.0)
+
+    def observe_attention(self, layer: int, query, key, mask, scaling, softcap=None) -> None:
+        """Recompute prompt attention from q and k (SDPA, flash, flex), a chunk of queries at a time."""
+        query, key = query[self.rows], key[self.rows]
+        heads, length, dim = query.shape[1], query.shape[2], query.shape[3]
+        keys_length = key.shape[2]
+        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+        scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+
+        def chunks():
+            step = max(1, _CHUNK_BYTES // max(1, len(self.rows) * heads * keys_length * 4))
+            for start in range(0, length, step):
+                stop = min(start + step, length)
+                scores = torch.matmul(query[:, :, start:stop], key.transpose(-1, -2)).float() * scale
+                if softcap:
+                    scores = torch.tanh(scores / softcap) * softcap
+                scores = scores + _mask_rows(mask, self.rows, start, stop, length, keys_length, scores.device)
+                yield start, torch.softmax(scores, dim=-1).nan_to_num(0.0)
+
+        self._summarise(layer, chunks(), length, keys_length)
+
+    def observe_weights(self, layer: int, weights: torch.Tensor) -> None:
+        """Eager attention already returned its weights [R, H, P, P]."""
+        probs = weights[self.rows].float().nan_to_num(0.0)
+        self._summarise(layer, [(0, probs)], probs.shape[2], probs.shape[3])
+
+    def _summarise(self, layer: int, chunks, length: int, keys_length: int) -> None:
+        real = self._real_tokens(length, keys_length)
+        middle = _middle_third(real)[:, None, None, :]
+        middle_sum = boundary_sum = 0.0
+        best = None
+        for start, probs in chunks:
+            probs = probs * real[:, None, start : start + probs.shape[2], None]
+            mass_middle = (probs * middle).sum(-1)
+            middle_sum = middle_sum + mass_middle.sum(-1)
+            boundary_sum = boundary_sum + (probs.sum(-1) - mass_middle).sum(-1)
+            best = _keep_strongest(best, probs, start)
+        self.basin[layer] = middle_sum / (boundary_sum + 1e-10)
+        self.sparse[layer] = best
+
+    def _real_tokens(self, length: int, keys_length: int) -> torch.Tensor:
+        if self.real is None or self.real.shape[1] != keys_length:
+            device = self.real.device if self.real is not None else None
+            return torch.ones((len(self.rows), keys_length), device=device)
+        return self.real.float()
+
+    def observe_final_hidden(self, hidden: torch.Tensor, lm_head: torch.nn.Module, prompt_ids: torch.Tensor) -> None:
+        if not isinstance(lm_head, torch.nn.Linear) or hidden.shape[1] < 2:
+            return
+        rows = self.rows
+        hidden, targets = hidden[rows, :-1], prompt_ids[rows, 1:].long()
+        vocab = lm_head.weight.shape[0]
+        chunk = max(1, _CHUNK_BYTES // max(1, len(rows) * vocab * 4))
+        parts = []
+        for start in range(0, hidden.shape[1], chunk):
+            logits = torch.nn.functional.linear(hidden[:, start : start + chunk], lm_head.weight, lm_head.bias)
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            parts.append(-log_probs.gather(-1, targets[:, start : start + chunk, None]).squeeze(-1) / _LN2)
+        self.surprisal = torch.cat(parts, dim=1)
+
+    def to_host(self) -> PromptSummaries:
+        out = PromptSummaries()
+        for index in range(len(self.rows)):
+            if self.surprisal is not None:
+                out.surprisal.append(self.surprisal[index].cpu().numpy())
+            out.layer_transformation.append(_stack_host(self.transformation, index))
+            out.basin.append(_stack_host(self.basin, index))
+            out.sparse.append(
+                [
+                    tuple(part[index].cpu().numpy() for part in layer) if layer is not None else None
+                    for layer in self.sparse
+                ]
+            )
+        return out
+
+
+def _stack_host(per_layer: list, index: int) -> np.ndarray:
+    values = [layer[index].cpu().numpy() if layer is not None else None for layer in per_layer]
+    present = [v for v in values if v is not None]
+    if not present:
+        return np.zeros((0,), np.float32)
+    filler = np.full_like(present[0], np.nan)
+    return np.stack([v if v is not None else filler for v in values]).astype(np.float32)
+
+
+def _middle_third(real: torch.Tensor) -> torch.Tensor:
+    """[rows, K] weights: 1 on the middle third of each row's real (unpadded) tokens."""
+    count = real.sum(-1, keepdim=True)
+    first = real.shape[1] - count
+    position = torch.arange(real.shape[1], device=real.device)[None, :] - first
+    return ((position >= count // 3) & (position < 2 * count // 3)).float()
+
+
+def _mask_rows(mask, rows, start, stop, length, keys_length, device) -> torch.Tensor:
+    """Additive mask for queries [start, stop): the model's own 4-D mask, else causal plus padding."""
+    if mask is not None and mask.dim() == 4:
+        part = mask[rows][:, :, start:stop, :keys_length]
+        if not part.dtype.is_floating_point:
+            return torch.where(part.bool(), 0.0, float("-inf"))
+        return part.float()
+    query_positions = torch.arange(start, stop, device=device)[:, None] + (keys_length - length)
+    future = torch.arange(keys_length, device=device)[None, :] > query_positions
+    additive = torch.where(future, float("-inf"), 0.0)[None, None]
+    if mask is not None:
+        keep = mask[rows][:, None, None, :keys_length].bool()
+        additive = additive + torch.where(keep, 0.0, float("-inf"))
+    return additive
+
+
+def _keep_strongest(best, probs: torch.Tensor, start: int):
+    """Merge this chunk's weights above the threshold into the strongest SPARSE_CAP_PER_HEAD per head."""
+    rows, heads, chunk, keys = probs.shape
+    flat = probs.masked_fill(probs <= SPARSE_THRESHOLD, 0.0).reshape(rows, heads, chunk * keys)
+    count = min(SPARSE_CAP_PER_HEAD, flat.shape[-1])
+    weights, where = flat.topk(count, dim=-1)
+    queries = (where // keys + start).int()
+    key_index = (where % keys).int()
+    if best is not None:
+        queries = torch.cat((best[0], queries), -1)
+        key_index = torch.cat((best[1], key_index), -1)
+        weights = torch.cat((best[2], weights), -1)
+        weights, order = weights.topk(min(SPARSE_CAP_PER_HEAD, weights.shape[-1]), dim=-1)
+        queries, key_index = queries.gather(-1, order), key_index.gather(-1, order)
+    return queries, key_index, weights

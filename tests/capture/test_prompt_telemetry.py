@@ -1,0 +1,65 @@
+"""Full-trace prompt telemetry: the same under SDPA and eager, padding excluded, surprisal exact."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from opentelemetry_instrumentation_corevital.capture import attention_registry
+from opentelemetry_instrumentation_corevital.capture.prompt import SPARSE_THRESHOLD
+from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
+from tests.conftest import build_gpt2, build_llama, prompt_ids
+
+
+def _prompt_summaries(model, ids, mask):
+    session = CaptureSession(model, CaptureOptions(max_steps=3, prompt_telemetry=True, input_batch=ids.shape[0]))
+    attention_registry.install()
+    try:
+        session.attach()
+        with session.active():
+            output = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
+    finally:
+        session.detach()
+        attention_registry.uninstall()
+    session.finish(output, set())
+    assert session.fault is None
+    return session.prompt_summaries
+
+
+@pytest.mark.parametrize("build", [build_llama, build_gpt2])
+def test_sdpa_and_eager_give_the_same_prompt_telemetry(build):
+    ids = prompt_ids(batch=2, length=12)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    sdpa = _prompt_summaries(build("sdpa"), ids, mask)
+    eager = _prompt_summaries(build("eager"), ids, mask)
+    for row in range(2):
+        np.testing.assert_allclose(sdpa.basin[row], eager.basin[row], atol=1e-5)
+        np.testing.assert_allclose(sdpa.layer_transformation[row], eager.layer_transformation[row], atol=1e-4)
+        for layer in range(len(sdpa.sparse[row])):
+            weights, other = sdpa.sparse[row][layer][2], eager.sparse[row][layer][2]
+            np.testing.assert_allclose(np.sort(weights, -1), np.sort(other, -1), atol=1e-5)
+
+
+def test_sparse_attention_keeps_only_strong_weights_of_real_tokens():
+    ids = prompt_ids(batch=2, length=12)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    summaries = _prompt_summaries(build_llama(), ids, mask)
+    queries, keys, weights = summaries.sparse[1][0]
+    kept = weights > 0
+    assert kept.any()
+    assert (weights[kept] > SPARSE_THRESHOLD).all()
+    assert (queries[kept] >= 3).all() and (keys[kept] >= 3).all()  # no padded positions
+    assert (keys[kept] <= queries[kept]).all()  # causal
+
+
+def test_prompt_surprisal_matches_a_plain_forward():
+    model = build_llama()
+    ids = prompt_ids(length=10)
+    summaries = _prompt_summaries(model, ids, torch.ones_like(ids))
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+    expected = (-log_probs.gather(1, ids[0, 1:, None]).squeeze(1) / math.log(2)).numpy()
+    np.testing.assert_allclose(summaries.surprisal[0], expected, atol=1e-3)
