@@ -7,7 +7,6 @@ import math
 import numpy as np
 import torch
 
-from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
 
 
@@ -26,14 +25,12 @@ def capture(model, inputs, **generate_kwargs):
         eos_token_ids=tuple(sorted(eos)),
     )
     session = CaptureSession(model, options)
-    attention_registry.install()
     try:
         session.attach()
         with session.active():
             output = model.generate(inputs, **generate_kwargs)
     finally:
         session.detach()
-        attention_registry.uninstall()
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
     summaries = session.finish(sequences, eos)
     return output, summaries, session

@@ -2,7 +2,6 @@
 
 import torch
 
-from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
 from tests.conftest import VOCAB, _build
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -19,14 +18,12 @@ def _wide_llama():
 def _captured_bytes(model, prompt_length, new_tokens):
     ids = torch.randint(3, VOCAB, (1, prompt_length), generator=torch.Generator().manual_seed(0))
     session = CaptureSession(model, CaptureOptions(max_steps=new_tokens))
-    attention_registry.install()
     try:
         session.attach()
         with session.active():
             model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     finally:
         session.detach()
-        attention_registry.uninstall()
     buffers = session.buffers
     tensors = [getattr(buffers, name) for name in vars(buffers)]
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.capture.prompt import SPARSE_THRESHOLD
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
 from tests.conftest import build_gpt2, build_llama, prompt_ids
@@ -14,14 +13,12 @@ from tests.conftest import build_gpt2, build_llama, prompt_ids
 
 def _prompt_summaries(model, ids, mask):
     session = CaptureSession(model, CaptureOptions(max_steps=3, prompt_telemetry=True, input_batch=ids.shape[0]))
-    attention_registry.install()
     try:
         session.attach()
         with session.active():
             output = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False)
     finally:
         session.detach()
-        attention_registry.uninstall()
     session.finish(output, set())
     assert session.fault is None
     return session.prompt_summaries
