@@ -1,0 +1,227 @@
+"""Overhead of CoreVital on generate: instrumented vs plain, in one process, alternating runs.
+
+    python benchmarks/overhead.py --preset cpu-small
+    python benchmarks/overhead.py --preset llama3-8b --prompts 512 --batches 1 8
+
+Reports, per prompt length x batch, the median wall time of each capture mode over the median
+of plain generate (ratio), and the peak device memory each mode used beyond plain generate, as
+a share of the model's own weights. `original` reproduces the original CoreVital's approach
+(eager attention plus output_attentions / output_hidden_states / output_scores) for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import transformers
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+
+PRESETS = {
+    "cpu-small": dict(
+        config=dict(num_hidden_layers=4, hidden_size=256, intermediate_size=688, num_attention_heads=8,
+                    num_key_value_heads=4, vocab_size=32000),
+        device="cpu", dtype=torch.float32, prompts=[128], batches=[1, 4], new_tokens=64,
+    ),
+    "llama3-8b": dict(
+        config=dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0),
+        device="cuda", dtype=torch.bfloat16, prompts=[512, 4096], batches=[1, 8], new_tokens=128,
+    ),
+}
+DEFAULT_MODES = ["off", "summary", "full", "on_risk", "original"]
+
+
+class _Discard(SpanExporter):
+    """Spans go through the real SDK pipeline and are dropped at the end."""
+
+    def export(self, spans):
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        pass
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_bytes: int | None
+    failed: str | None = None
+
+
+def build_model(preset: dict) -> torch.nn.Module:
+    config = LlamaConfig(max_position_embeddings=8192, eos_token_id=None, bos_token_id=None, **preset["config"])
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(preset["device"]):
+        model = LlamaForCausalLM(config).to(preset["dtype"]).eval()
+    return model
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_generate(model, ids, new_tokens: int, device: str, original: bool = False) -> Run:
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    if original:
+        kwargs.update(output_attentions=True, output_hidden_states=True, output_scores=True,
+                      return_dict_in_generate=True)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    started = time.perf_counter()
+    try:
+        output = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        _sync(device)
+    except torch.OutOfMemoryError as exc:
+        return Run(float("nan"), None, f"out of memory: {str(exc).splitlines()[0][:120]}")
+    seconds = time.perf_counter() - started
+    del output
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return Run(seconds, peak)
+
+
+class Modes:
+    """Switches between plain generate and each capture mode between timed runs."""
+
+    def __init__(self, model):
+        self.model = model
+        self.instrumentor = CoreVitalInstrumentor()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
+        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+    def run(self, mode: str, ids, new_tokens: int, device: str) -> Run:
+        if mode == "plain":
+            return timed_generate(self.model, ids, new_tokens, device)
+        if mode == "original":
+            self.model.set_attn_implementation("eager")
+            try:
+                return timed_generate(self.model, ids, new_tokens, device, original=True)
+            finally:
+                self.model.set_attn_implementation("sdpa")
+        name, _, option = mode.partition(":")
+        settings = dict(capture_mode=name)
+        if option:
+            key, value = option.split("=")
+            settings[key] = int(value)
+        self.instrumentor.instrument(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **settings
+        )
+        try:
+            return timed_generate(self.model, ids, new_tokens, device)
+        finally:
+            self.instrumentor.uninstrument()
+
+
+def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, repeats: int, device: str):
+    generator = torch.Generator().manual_seed(prompt * 31 + batch)
+    ids = torch.randint(10, modes.model.config.vocab_size, (batch, prompt), generator=generator).to(device)
+    order = ["plain", *modes_list]
+    runs = {mode: [] for mode in order}
+    for mode in order:  # warm-up: kernels, allocator, first-call imports
+        modes.run(mode, ids, min(new_tokens, 8), device)
+    for repeat in range(repeats):
+        rotated = order[repeat % len(order):] + order[: repeat % len(order)]
+        for mode in rotated:
+            runs[mode].append(modes.run(mode, ids, new_tokens, device))
+    return runs
+
+
+def summarise(runs: dict, model_bytes: int) -> dict:
+    plain = runs["plain"]
+    plain_time = statistics.median(r.seconds for r in plain)
+    plain_peak = max((r.peak_bytes or 0) for r in plain)
+    rows = {}
+    for mode, results in runs.items():
+        failures = [r.failed for r in results if r.failed]
+        if failures:
+            rows[mode] = dict(failed=failures[0])
+            continue
+        median = statistics.median(r.seconds for r in results)
+        spread = (max(r.seconds for r in results) - min(r.seconds for r in results)) / median
+        row = dict(seconds=round(median, 4), ratio=round(median / plain_time, 3), spread=round(spread, 3))
+        if results[0].peak_bytes is not None:
+            extra = max(r.peak_bytes for r in results) - plain_peak
+            row.update(extra_peak_mib=round(extra / 2**20, 1), extra_peak_pct_of_model=round(100 * extra / model_bytes, 3))
+        rows[mode] = row
+    return rows
+
+
+def environment() -> dict:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or platform.machine()
+    return dict(
+        device=device,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        command=" ".join(["python", *sys.argv]),
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
+    parser.add_argument("--prompts", type=int, nargs="*")
+    parser.add_argument("--batches", type=int, nargs="*")
+    parser.add_argument("--new-tokens", type=int)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", nargs="*", default=DEFAULT_MODES)
+    parser.add_argument("--json", help="write results here as JSON")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    device = preset["device"]
+    model = build_model(preset)
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    modes = Modes(model)
+    results = dict(environment=environment(), preset=args.preset, model_bytes=model_bytes, cases=[])
+    new_tokens = args.new_tokens or preset["new_tokens"]
+    for prompt in args.prompts or preset["prompts"]:
+        for batch in args.batches or preset["batches"]:
+            runs = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device)
+            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(runs, model_bytes))
+            results["cases"].append(case)
+            print(json.dumps(case), flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+    print(render_table(results))
+    return 0
+
+
+def render_table(results: dict) -> str:
+    modes = [m for m in results["cases"][0]["modes"] if m != "plain"] if results["cases"] else []
+    lines = [f"| prompt | batch | plain s | " + " | ".join(modes) + " |", "|---" * (3 + len(modes)) + "|"]
+    for case in results["cases"]:
+        cells = []
+        for mode in modes:
+            row = case["modes"][mode]
+            if "failed" in row:
+                cells.append("OOM" if "memory" in row["failed"] else "failed")
+                continue
+            cell = f"{row['ratio']:.3f}x"
+            if "extra_peak_pct_of_model" in row:
+                cell += f" (+{row['extra_peak_pct_of_model']:.2f}% mem)"
+            cells.append(cell)
+        plain = case["modes"]["plain"]["seconds"]
+        lines.append(f"| {case['prompt']} | {case['batch']} | {plain:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
