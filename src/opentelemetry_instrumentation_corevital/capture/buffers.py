@@ -60,6 +60,8 @@ class StepBuffers:
         self.hidden_rows: torch.Tensor | None = None
         self.ring: torch.Tensor | None = None
         self.log_probs: torch.Tensor | None = None
+        # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
+        self.pending_attention: dict[tuple[bool, int], list] = {}
         self.row_hashes = None
         self.eos_log_probs = None
         self.eos_token_ids = tuple(options.eos_token_ids)
@@ -78,6 +80,9 @@ class StepBuffers:
         self.hidden_rows[layer].copy_(row)
 
     def record_heads(self, step: int, layer: int, cross: bool, per_head: torch.Tensor) -> None:
+        self._heads_buffer(cross, per_head)[step, layer] = per_head
+
+    def _heads_buffer(self, cross: bool, per_head: torch.Tensor) -> torch.Tensor:
         buffer = self.cross_heads if cross else self.heads
         if buffer is None:
             shape = (self.max_steps, self.num_layers, 2, self.rows, per_head.shape[-1])
@@ -86,10 +91,28 @@ class StepBuffers:
                 self.cross_heads = buffer
             else:
                 self.heads = buffer
-        buffer[step, layer] = per_head
+        return buffer
+
+    def defer_attention(self, layer: int, cross: bool, query, key, mask, scaling, softcap) -> None:
+        """Keep references only: the keys are this step's cache entries, alive until the next step anyway."""
+        group = self.pending_attention.setdefault((cross, int(key.shape[-2])), [])
+        group.append((layer, query, key, mask, scaling, softcap))
+
+    def _reduce_pending_attention(self, step: int) -> None:
+        for (cross, _), group in self.pending_attention.items():
+            layers = [entry[0] for entry in group]
+            per_layer = stats.newest_query_attention_layers([entry[1:] for entry in group])
+            buffer = self._heads_buffer(cross, per_layer)
+            if layers == list(range(layers[0], layers[0] + len(layers))):
+                buffer[step, layers[0] : layers[0] + len(layers)] = per_layer
+            else:
+                buffer[step, torch.tensor(layers, device=per_layer.device)] = per_layer
+        self.pending_attention = {}
 
     def record_step_end(self, step: int, logits: torch.Tensor) -> None:
-        """The output head ran: summarise the logits, the layers' rows and repetition."""
+        """The output head ran: summarise the logits, the layers' rows, attention and repetition."""
+        if self.pending_attention:
+            self._reduce_pending_attention(step)
         logit_stats, self.log_probs = stats.logit_stats(logits)
         self.logits[step, :, _LOGIT_COLUMNS] = logit_stats
         if self.eos_log_probs is not None and self.eos_token_ids:

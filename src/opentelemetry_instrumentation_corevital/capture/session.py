@@ -213,10 +213,15 @@ class CaptureSession:
                     f"{type(attention_mask).__name__} attention masks cannot be observed"
                 )
                 return
-            probs = stats.newest_query_attention(
-                query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
-            )
-            self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
+            if self.step == 0:
+                probs = stats.newest_query_attention(
+                    query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
+                )
+                self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
+            else:
+                self.buffers.defer_attention(
+                    *where, query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
+                )
             if self.prompt is not None and self.step == 0 and not where[1]:
                 self.prompt.observe_attention(
                     where[0], query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")

@@ -85,11 +85,48 @@ def newest_query_attention(
     scores = torch.matmul(q, key.transpose(-1, -2)).float().reshape(rows, heads, -1) * scale
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
-    if mask is not None:
-        row = mask[:, None, :] if mask.dim() == 2 else mask[:, :, -1, :]
-        row = row[..., -scores.shape[-1]:]
-        if not row.dtype.is_floating_point:
-            scores = scores.masked_fill(~row.bool(), float("-inf"))
-        else:
-            scores = scores + row.float()
-    return torch.softmax(scores, dim=-1)
+    return torch.softmax(_apply_mask(scores, mask), dim=-1)
+
+
+def newest_query_attention_layers(pending: list) -> torch.Tensor:
+    """Batched newest-query attention for layers whose keys share one length.
+
+    pending: (query [R, H, Q, D], key [R, Hkv, T, D], mask, scaling, softcap) per layer.
+    One matmul per layer, then a single softmax and reductions over all layers: [L, 2, R, H].
+    """
+    query, key = pending[0][0], pending[0][1]
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scores = torch.stack(
+        [
+            torch.matmul(q[:, :, -1, :].reshape(rows, kv_heads, heads // kv_heads, dim), k.transpose(-1, -2))
+            for q, k, *_ in pending
+        ]
+    ).float().reshape(len(pending), rows, heads, -1)
+    scales = [s if s is not None else 1.0 / math.sqrt(dim) for *_, s, _ in pending]
+    if len(set(scales)) == 1:
+        scores = scores * scales[0]
+    else:
+        scores = scores * torch.tensor(scales, device=scores.device)[:, None, None, None]
+    softcaps = {c for *_, c in pending}
+    if softcaps != {None}:
+        caps = torch.tensor([c or float("inf") for *_, c in pending], device=scores.device)[:, None, None, None]
+        scores = torch.where(torch.isinf(caps), scores, torch.tanh(scores / caps) * caps)
+    masks = [m for _, _, m, *_ in pending]
+    if all(m is masks[0] for m in masks):
+        scores = _apply_mask(scores, masks[0])
+    else:
+        scores = torch.stack([_apply_mask(scores[i], m) for i, m in enumerate(masks)])
+    probs = torch.softmax(scores, dim=-1)
+    return torch.stack((entropy_bits(probs), probs.amax(-1)), dim=1)
+
+
+def _apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """scores [..., R, H, T]; mask additive or boolean keep-mask, 4-D [R, 1, Q, T] or 2-D [R, T]."""
+    if mask is None:
+        return scores
+    row = mask[:, None, :] if mask.dim() == 2 else mask[:, :, -1, :]
+    row = row[..., -scores.shape[-1]:]
+    if not row.dtype.is_floating_point:
+        return scores.masked_fill(~row.bool(), float("-inf"))
+    return scores + row.float()
