@@ -1,0 +1,115 @@
+"""Risk score: NaN/Inf is 1.0; otherwise a logistic model over named run features.
+
+Failure modes pull entropy in opposite directions (wrong answers: high entropy and
+surprisal; degenerate loops: abnormally low entropy plus repetition), so no single
+monotone signal can rank both. Each mode gets its own features and the profile's logistic
+weights combine them; calibration on labelled runs only replaces the numbers in the profile.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from ..profiles import Profile, load_profile
+from ..summaries import RunSummaries
+from .health import NAN_OR_INF, mid_layer_anomalies, nonfinite_steps
+from .layers import unusual_collapse_layers
+from .repetition import repetition_loop_of
+from .sequence import SequenceView, finite_max, finite_mean, fraction, run_lengths, sequence_view, trailing_window_means
+
+FACTOR_OF_FEATURE = {
+    "entropy_mean": "high_entropy",
+    "entropy_max": "high_entropy",
+    "high_entropy_fraction": "high_entropy",
+    "surprisal_mean": "high_surprisal",
+    "low_margin_fraction": "low_margin",
+    "low_entropy_run_fraction": "low_entropy_run",
+    "repetition_loop": "repetition_loop",
+    "repetition_fraction": "repetition_loop",
+    "mid_layer_anomaly": "mid_layer_anomaly",
+    "attention_collapse_fraction": "attention_collapse",
+    "entropy_rise": "entropy_rising",
+}
+
+# Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
+_FEATURE_LIMIT = 1e6
+
+
+def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
+    entropy = view.logit("entropy")
+    margin = view.logit("margin")
+    steps = entropy.size
+    repetition = repetition_loop_of(view, profile)
+    high_entropy = entropy > profile.high_entropy_bits
+    low_margin = margin < profile.low_margin
+    low_entropy = entropy < profile.low_entropy_bits
+    recent, earlier = trailing_window_means(entropy, profile.early_warning_window)
+    rise = recent[-1] - earlier[-1] if steps else math.nan
+    features = {
+        NAN_OR_INF: float(nonfinite_steps(view).any()),
+        "entropy_mean": finite_mean(entropy),
+        "entropy_max": finite_max(entropy),
+        "surprisal_mean": finite_mean(view.logit("surprisal")),
+        "high_entropy_fraction": fraction(high_entropy),
+        "low_margin_fraction": fraction(low_margin),
+        "low_entropy_run_fraction": _long_run_fraction(low_entropy, profile.low_entropy_min_run),
+        "repetition_loop": float(repetition is not None),
+        "repetition_fraction": repetition.num_steps / steps if repetition else 0.0,
+        "mid_layer_anomaly": float(mid_layer_anomalies(view, profile).any()),
+        "attention_collapse_fraction": len(unusual_collapse_layers(view, profile)) / max(view.num_layers, 1),
+        "entropy_rise": max(0.0, float(rise)) if math.isfinite(rise) else 0.0,
+    }
+    return {name: float(np.clip(value, -_FEATURE_LIMIT, _FEATURE_LIMIT)) for name, value in features.items()}
+
+
+def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = None) -> dict[str, float]:
+    """Named features of sequence i: `nan_or_inf` plus every name in RISK_FEATURE_NAMES."""
+    profile = profile or load_profile(summaries.model_type)
+    return risk_features_of(sequence_view(summaries, i), profile)
+
+
+def risk_logit(features: Mapping[str, float], profile: Profile) -> float:
+    model = profile.risk_model
+    return model.bias + sum(w * features[name] for name, w in zip(model.features, model.weights))
+
+
+def risk_score(features: Mapping[str, float], profile: Profile) -> float:
+    if features.get(NAN_OR_INF):
+        return 1.0
+    z = min(max(risk_logit(features, profile), -60.0), 60.0)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def risk_factors(features: Mapping[str, float], profile: Profile) -> list[str]:
+    """Factors whose features raised the logit by at least `risk_factor_min_logit` above a
+    healthy reference run, largest first; `nan_or_inf` always leads when present."""
+    model = profile.risk_model
+    pushes: dict[str, float] = {}
+    for name, weight, reference in zip(model.features, model.weights, model.reference):
+        factor = FACTOR_OF_FEATURE[name]
+        pushes[factor] = pushes.get(factor, 0.0) + weight * (features[name] - reference)
+    ranked = sorted(
+        (factor for factor, push in pushes.items() if push >= profile.risk_factor_min_logit),
+        key=lambda factor: -pushes[factor],
+    )
+    return [NAN_OR_INF, *ranked] if features.get(NAN_OR_INF) else ranked
+
+
+def risk_label(score: float, profile: Profile) -> str:
+    if score >= profile.risk_threshold_critical:
+        return "critical"
+    if score >= profile.risk_threshold_warning:
+        return "warning"
+    return "healthy"
+
+
+def _long_run_fraction(mask: np.ndarray, min_run: int) -> float:
+    """Fraction of positions inside runs of True at least `min_run` long."""
+    if mask.size == 0:
+        return 0.0
+    lengths = run_lengths(mask)
+    run_ends = mask & ~np.append(mask[1:], False)
+    return float(lengths[run_ends & (lengths >= min_run)].sum() / mask.size)

@@ -1,0 +1,93 @@
+import math
+import re
+import warnings
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, analyze, early_warning
+from opentelemetry_instrumentation_corevital.profiles import load_profile
+from opentelemetry_instrumentation_corevital.summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
+
+PROFILE = load_profile("default", {"early_warning_window": 3, "repetition_min_steps": 2})
+ANY_FLOAT32 = st.one_of(
+    st.floats(width=32),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1.0, 5.0]),
+)
+
+
+@st.composite
+def run_summaries(draw):
+    n, s, layers, lags = (draw(st.integers(0, high)) for high in (3, 14, 5, 6))
+
+    def floats(*shape):
+        return draw(hnp.arrays(np.float32, shape, elements=ANY_FLOAT32))
+
+    return RunSummaries(
+        logits=floats(n, s, len(LOGIT_STATS)),
+        token_ids=draw(hnp.arrays(np.int64, (n, s), elements=st.integers(0, 3))),
+        valid=draw(hnp.arrays(bool, (n, s))),
+        hidden=floats(n, s, layers, len(HIDDEN_STATS)),
+        attention=floats(n, s, layers, len(ATTENTION_STATS)) if draw(st.booleans()) else None,
+        repetition_cosine=floats(n, s, lags) if draw(st.booleans()) else None,
+        num_heads=draw(st.integers(0, 16)),
+    )
+
+
+def in_unit_interval(x):
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(run_summaries())
+def test_anything_goes_in_scores_stay_in_range(run):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = analyze(run, PROFILE)
+    steps, layers = run.num_steps, run.num_layers
+    for sequence in result.sequences:
+        assert in_unit_interval(sequence.risk_score) and in_unit_interval(sequence.failure_risk)
+        assert sequence.label in ("healthy", "warning", "critical")
+        assert len(sequence.fingerprint) == len(FINGERPRINT_LAYOUT)
+        assert all(math.isfinite(x) for x in sequence.fingerprint)
+        assert all(math.isfinite(v) for v in sequence.features.values())
+        assert sequence.flagged_steps == sorted(set(sequence.flagged_steps))
+        assert all(0 <= step < steps and run.valid[sequence.index, step] for step in sequence.flagged_steps)
+        assert sequence.blamed_layers == sorted(set(sequence.blamed_layers))
+        assert all(0 <= layer < layers for layer in sequence.blamed_layers)
+        assert 2 <= len(re.split(r"(?<=\.)\s+", sequence.narrative)) <= 4
+        if sequence.flags.nan_detected or sequence.flags.inf_detected:
+            assert sequence.risk_score == 1.0 and sequence.label == "critical"
+    assert in_unit_interval(result.aggregate.risk_score) and in_unit_interval(result.aggregate.failure_risk)
+
+
+@settings(max_examples=100, deadline=None)
+@given(run_summaries(), st.data())
+def test_live_warnings_stay_in_range_and_never_exceed_the_run_peak(run, data):
+    for i in range(run.num_sequences):
+        upto = data.draw(st.integers(0, run.num_steps + 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            live = early_warning(run, i, upto_step=upto, profile=PROFILE)
+            whole = early_warning(run, i, profile=PROFILE)
+        assert in_unit_interval(live.failure_risk)
+        assert live.failure_risk <= whole.failure_risk
+        assert set(live.signals) <= set(whole.signals)
+
+
+@settings(max_examples=100, deadline=None)
+@given(run_summaries(), st.data())
+def test_padding_steps_never_change_the_analysis(run, data):
+    before = analyze(run, PROFILE)
+    padding = ~run.valid
+    scramble = data.draw(hnp.arrays(np.float32, run.logits.shape, elements=ANY_FLOAT32))
+    run.logits[padding] = scramble[padding]
+    run.hidden[padding] = data.draw(hnp.arrays(np.float32, run.hidden.shape, elements=ANY_FLOAT32))[padding]
+    run.token_ids[padding] = 7
+    if run.attention is not None:
+        run.attention[padding] = math.nan
+    if run.repetition_cosine is not None:
+        run.repetition_cosine[padding] = 1.0
+    assert analyze(run, PROFILE) == before

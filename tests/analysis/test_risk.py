@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+
+from opentelemetry_instrumentation_corevital.analysis import (
+    FACTOR_OF_FEATURE,
+    risk_factors,
+    risk_features,
+    risk_label,
+    risk_score,
+)
+from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, load_profile
+
+from .builders import logit_column, make_run, set_tokens
+
+PROFILE = load_profile("default")
+STEPS = 60
+
+
+def healthy_run(seed=0):
+    rng = np.random.default_rng(seed)
+    run = make_run(steps=STEPS)
+    run.logits[0, :, logit_column("entropy")] = rng.uniform(0.5, 3.5, STEPS)
+    run.logits[0, :, logit_column("surprisal")] = rng.uniform(0.2, 3.5, STEPS)
+    run.logits[0, :, logit_column("margin")] = rng.uniform(0.05, 0.9, STEPS)
+    set_tokens(run, 0, rng.permutation(np.arange(1000, 1000 + STEPS)))
+    return run
+
+
+def loop_run():
+    """Healthy for 12 steps, then a confident period-4 phrase loop."""
+    run = healthy_run()
+    loop = slice(12, STEPS)
+    run.logits[0, loop, logit_column("entropy")] = 0.2
+    run.logits[0, loop, logit_column("surprisal")] = 0.1
+    run.logits[0, loop, logit_column("margin")] = 0.95
+    tokens = run.token_ids[0].copy()
+    tokens[loop] = np.resize([7, 8, 9, 10], STEPS - 12)
+    set_tokens(run, 0, tokens)
+    return run
+
+
+def confused_run():
+    rng = np.random.default_rng(1)
+    run = healthy_run()
+    run.logits[0, :, logit_column("entropy")] = rng.uniform(3.5, 7.0, STEPS)
+    run.logits[0, :, logit_column("surprisal")] = rng.uniform(3.0, 9.0, STEPS)
+    run.logits[0, :, logit_column("margin")] = rng.uniform(0.0, 0.1, STEPS)
+    return run
+
+
+def score_of(run):
+    return risk_score(risk_features(run, 0, PROFILE), PROFILE)
+
+
+def test_features_cover_every_model_feature_name():
+    features = risk_features(healthy_run(), 0, PROFILE)
+    assert set(features) == {"nan_or_inf", *RISK_FEATURE_NAMES}
+    assert set(FACTOR_OF_FEATURE) == set(RISK_FEATURE_NAMES)
+
+
+def test_features_default_to_the_model_type_profile():
+    run = healthy_run()
+    run.model_type = "gpt2"
+    assert risk_features(run, 0) == risk_features(run, 0, load_profile("gpt2"))
+
+
+def test_hand_computed_features():
+    run = make_run(steps=10)
+    run.logits[0, :, logit_column("entropy")] = [0.1] * 8 + [5.0, 5.0]
+    run.logits[0, :, logit_column("margin")] = [0.05] * 3 + [0.5] * 7
+    features = risk_features(run, 0, PROFILE)
+    assert features["entropy_mean"] == pytest.approx(1.08)
+    assert features["entropy_max"] == pytest.approx(5.0)
+    assert features["high_entropy_fraction"] == pytest.approx(0.2)
+    assert features["low_margin_fraction"] == pytest.approx(0.3)
+    assert features["low_entropy_run_fraction"] == pytest.approx(0.8)  # one run of 8 >= low_entropy_min_run
+    assert features["entropy_rise"] == 0.0  # fewer than two windows of history
+
+
+def test_a_low_entropy_loop_scores_riskier_than_a_healthy_run():
+    healthy, loop = score_of(healthy_run()), score_of(loop_run())
+    assert loop > healthy
+    assert risk_label(healthy, PROFILE) == "healthy"
+    assert risk_label(loop, PROFILE) == "critical"
+    assert risk_factors(risk_features(loop_run(), 0, PROFILE), PROFILE)[0] == "repetition_loop"
+
+
+def test_a_high_entropy_run_scores_riskier_than_a_healthy_run():
+    healthy, confused = score_of(healthy_run()), score_of(confused_run())
+    assert confused > healthy
+    assert risk_label(confused, PROFILE) != "healthy"
+    factors = risk_factors(risk_features(confused_run(), 0, PROFILE), PROFILE)
+    assert "high_entropy" in factors and "repetition_loop" not in factors
+
+
+def test_healthy_runs_have_no_factors():
+    for seed in range(5):
+        assert risk_factors(risk_features(healthy_run(seed), 0, PROFILE), PROFILE) == []
+
+
+def test_the_score_is_the_profile_logistic():
+    profile = load_profile(
+        "default",
+        {"risk_model": {"features": ["entropy_mean", "repetition_loop"], "weights": [2.0, -1.0],
+                        "reference": [0.0, 0.0], "bias": -3.0}},
+    )
+    features = {"nan_or_inf": 0.0, "entropy_mean": 1.25, "repetition_loop": 1.0}
+    assert risk_score(features, profile) == pytest.approx(1 / (1 + math.exp(-(-3.0 + 2.5 - 1.0))))
+
+
+def test_nan_or_inf_forces_one_and_leads_the_factors():
+    features = dict(risk_features(healthy_run(), 0, PROFILE), nan_or_inf=1.0)
+    assert risk_score(features, PROFILE) == 1.0
+    assert risk_factors(features, PROFILE)[0] == "nan_or_inf"
+    assert risk_label(1.0, PROFILE) == "critical"
+
+
+def test_labels_follow_the_profile_thresholds():
+    profile = load_profile("default", {"risk_threshold_warning": 0.3, "risk_threshold_critical": 0.6})
+    assert [risk_label(x, profile) for x in (0.29, 0.3, 0.59, 0.6)] == ["healthy", "warning", "warning", "critical"]
+
+
+def test_factors_are_ordered_by_their_push():
+    features = dict(risk_features(healthy_run(), 0, PROFILE), mid_layer_anomaly=1.0, attention_collapse_fraction=0.5)
+    assert risk_factors(features, PROFILE) == ["mid_layer_anomaly", "attention_collapse"]
