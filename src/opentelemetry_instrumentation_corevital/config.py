@@ -124,7 +124,9 @@ class Settings:
             option = _OPTIONS.get(name)
             if option is not None:
                 try:
-                    value = option.parse(str(value)) if not isinstance(value, bool) else value
+                    if isinstance(value, bool) and option.parse is not _parse_bool:
+                        raise ValueError("a true/false value is not accepted here")
+                    value = option.parse(str(value))
                 except ValueError as exc:
                     raise ValueError(
                         f"Invalid value {value!r} for CoreVital setting {name!r}: {exc} (allowed: {option.allowed})."

@@ -24,6 +24,27 @@ def _as_id_set(value) -> set[int]:
     return {int(value)}
 
 
+# transformers generates this many new tokens when neither max_new_tokens nor max_length is set
+DEFAULT_NEW_TOKENS = 20
+
+
+def _number(value, kind):
+    return None if value is None else kind(value)
+
+
+def _max_new_tokens(config, effective, is_encoder_decoder: bool, prompt_width: int) -> int:
+    if effective("max_new_tokens") is not None:
+        return int(effective("max_new_tokens"))
+    max_length = effective("max_length")
+    if max_length is not None:
+        # an encoder-decoder's max_length counts the decoder start token; a decoder's counts the prompt
+        return max(int(max_length) - (1 if is_encoder_decoder else prompt_width), 0)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and not is_encoder_decoder:
+        return max(min(DEFAULT_NEW_TOKENS, int(limit) - prompt_width), 0)
+    return DEFAULT_NEW_TOKENS
+
+
 def model_id(model) -> str:
     name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
     return str(name) if name else type(model).__name__
@@ -62,24 +83,21 @@ class GenerateCall:
             input_ids = None
         mask = extra.get("attention_mask")
         is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        max_new_tokens = effective("max_new_tokens")
-        if max_new_tokens is None and effective("max_length") is not None:
-            max_length = int(effective("max_length"))
-            prompt_width = 0 if is_encoder_decoder or input_ids is None else input_ids.shape[-1]
-            max_new_tokens = max(max_length - prompt_width, 0)
+        prompt_width = 0 if input_ids is None else int(input_ids.shape[-1])
+        max_new_tokens = _max_new_tokens(model.config, effective, is_encoder_decoder, prompt_width)
         do_sample = bool(effective("do_sample"))
         return cls(
             model_id=model_id(model),
             is_encoder_decoder=is_encoder_decoder,
             input_ids=input_ids,
             attention_mask=mask if isinstance(mask, torch.Tensor) else None,
-            max_new_tokens=None if max_new_tokens is None else int(max_new_tokens),
+            max_new_tokens=max_new_tokens,
             do_sample=do_sample,
             num_beams=int(effective("num_beams") or 1),
             num_return_sequences=int(effective("num_return_sequences") or 1),
-            temperature=effective("temperature") if do_sample else None,
-            top_p=effective("top_p") if do_sample else None,
-            top_k=effective("top_k") if do_sample else None,
+            temperature=_number(effective("temperature"), float) if do_sample else None,
+            top_p=_number(effective("top_p"), float) if do_sample else None,
+            top_k=_number(effective("top_k"), int) if do_sample else None,
             eos_token_ids=_as_id_set(effective("eos_token_id")),
             pad_token_id=effective("pad_token_id"),
             tokenizer=extra.get("tokenizer"),
