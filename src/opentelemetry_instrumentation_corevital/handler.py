@@ -65,9 +65,9 @@ class GenerationHandler:
             f"{OPERATION} {call.model_id}", kind=SpanKind.INTERNAL, attributes=self._request_attributes(call)
         )
         session = CaptureSession(model, self._capture_options(call))
-        with self._guard(span, "attach"):
-            session.attach()
         started = time.perf_counter()
+        with self._guard(span, "attach"):
+            session.attach(started)
         try:
             with trace.use_span(span, end_on_exit=False), session.active():
                 output = wrapped(*args, **kwargs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..summaries import HIDDEN_STATS, LOGIT_STATS
+from ..summaries import HIDDEN_STATS
 from . import hashing, stats
 from .layout import ModelLayout
 
@@ -20,7 +20,8 @@ REPETITION_LAGS = 32
 # an extra forward may run before generate notices it has finished (deferred stop checks)
 _EXTRA_STEPS = 2
 _LN2 = math.log(2.0)
-_LOGIT_COLUMNS = [LOGIT_STATS.index(n) for n in ("entropy", "margin", "topk_mass", "max_prob", "nan_count", "inf_count")]
+# the device buffer holds these; surprisal, known a step later, has its own buffer
+DEVICE_LOGIT_STATS = ("entropy", "margin", "topk_mass", "max_prob", "nan_count", "inf_count")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class HostSummaries:
     forwards: int
     rows: int
     prompt_width: int
-    logits: np.ndarray  # [F, R, len(LOGIT_STATS)]
+    logits: np.ndarray  # [F, R, len(DEVICE_LOGIT_STATS)]
     surprisal: np.ndarray  # [F, R] surprisal of the token chosen at step t, by the row holding it at t+1
     last_token_log_probs: np.ndarray | None  # [R, N] log-prob of each returned sequence's last token
     hidden: np.ndarray  # [F, L, R, len(HIDDEN_STATS)]
@@ -51,13 +52,13 @@ class StepBuffers:
         self.num_layers = layout.num_layers
         nan = float("nan")
         steps, rows = self.max_steps, self.rows
-        self.logits = torch.full((steps, rows, len(LOGIT_STATS)), nan, device=self.device)
+        self.logits = torch.full((steps, rows, len(DEVICE_LOGIT_STATS)), nan, device=self.device)
         self.surprisal = torch.full((steps, rows), nan, device=self.device)
         self.hidden = torch.full((steps, self.num_layers, rows, len(HIDDEN_STATS)), nan, device=self.device)
         self.cosine = torch.full((steps, rows, REPETITION_LAGS), nan, device=self.device)
         self.heads: torch.Tensor | None = None
         self.cross_heads: torch.Tensor | None = None
-        self.hidden_rows: torch.Tensor | None = None
+        self.hidden_rows: list = [None] * self.num_layers
         self.ring: torch.Tensor | None = None
         self.log_probs: torch.Tensor | None = None
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
@@ -74,10 +75,10 @@ class StepBuffers:
     def in_range(self, step: int) -> bool:
         return 0 <= step < self.max_steps
 
-    def record_hidden_row(self, layer: int, row: torch.Tensor) -> None:
-        if self.hidden_rows is None:
-            self.hidden_rows = torch.empty((self.num_layers, *row.shape), dtype=row.dtype, device=row.device)
-        self.hidden_rows[layer].copy_(row)
+    def record_hidden_row(self, layer: int, row: torch.Tensor, is_prompt: bool) -> None:
+        """A decode step's output is [R, 1, D] and never reused in place: keep a reference.
+        The prompt step's output is [R, P, D]: copy the newest row so the rest can be freed."""
+        self.hidden_rows[layer] = row.clone() if is_prompt else row
 
     def record_heads(self, step: int, layer: int, cross: bool, per_head: torch.Tensor) -> None:
         self._heads_buffer(cross, per_head)[step, layer] = per_head
@@ -114,13 +115,15 @@ class StepBuffers:
         if self.pending_attention:
             self._reduce_pending_attention(step)
         logit_stats, self.log_probs = stats.logit_stats(logits)
-        self.logits[step, :, _LOGIT_COLUMNS] = logit_stats
+        self.logits[step] = logit_stats
         if self.eos_log_probs is not None and self.eos_token_ids:
             self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
-        if self.hidden_rows is None:
+        if any(row is None for row in self.hidden_rows):
             return
-        self.hidden[step] = stats.hidden_stats(self.hidden_rows)
-        last = self.hidden_rows[-1].float()
+        rows = torch.stack(self.hidden_rows)
+        self.hidden_rows = [None] * self.num_layers
+        self.hidden[step] = stats.hidden_stats(rows)
+        last = rows[-1].float()
         unit = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)
         if self.ring is None:
             self.ring = torch.zeros((REPETITION_LAGS, *unit.shape), device=unit.device)

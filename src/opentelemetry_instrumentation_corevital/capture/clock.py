@@ -19,8 +19,8 @@ class FirstTokenClock:
         self._start_event = None
         self._first_event = None
 
-    def start(self, device: torch.device) -> None:
-        self._start_host = time.perf_counter()
+    def start(self, device: torch.device, started: float | None = None) -> None:
+        self._start_host = time.perf_counter() if started is None else started
         if device.type == "cuda":
             self._start_event = torch.cuda.Event(enable_timing=True)
             self._start_event.record()

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..summaries import ATTENTION_STATS, LOGIT_STATS, RunSummaries
 from . import hashing
-from .buffers import HostSummaries
+from .buffers import DEVICE_LOGIT_STATS, HostSummaries
 
 _LN2 = math.log(2.0)
 _SURPRISAL = LOGIT_STATS.index("surprisal")
@@ -107,7 +107,10 @@ def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token
     valid = _valid_mask(generated, eos_token_ids)
     paths = _paths(host, sequences, steps, valid)
     t_idx = np.broadcast_to(np.arange(steps)[None, :], paths.shape)
-    logits = host.logits[t_idx, paths].copy()
+    logits = np.empty((*paths.shape, len(LOGIT_STATS)), dtype=np.float32)
+    device_logits = host.logits[t_idx, paths]
+    for column, name in enumerate(DEVICE_LOGIT_STATS):
+        logits[..., LOGIT_STATS.index(name)] = device_logits[..., column]
     logits[..., _SURPRISAL] = _surprisal(host, paths, steps, generated)
     return RunSummaries(
         logits=logits,

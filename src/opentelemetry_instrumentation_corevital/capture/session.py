@@ -71,8 +71,8 @@ class CaptureSession:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def attach(self) -> None:
-        self.clock.start(_model_device(self.model))
+    def attach(self, started: float | None = None) -> None:
+        self.clock.start(_model_device(self.model), started)
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         if not self.options.probes:
             return
@@ -162,7 +162,7 @@ class CaptureSession:
             return
         with self._guard("hidden"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output
-            self.buffers.record_hidden_row(index, hidden[:, -1, :])
+            self.buffers.record_hidden_row(index, hidden[:, -1, :], is_prompt=hidden.shape[1] > 1)
         if self.prompt is not None and self.step == 0:
             with self._guard("prompt"):
                 layer_input = args[0] if args else kwargs.get("hidden_states")
