@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -12,6 +14,35 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+
+
+def _syncs_during(generate) -> int:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            generate()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def count_added_syncs(model, ids, provider) -> int:
+    """Summary mode adds no per-step host synchronisation: its extra syncs (the one copy of
+    the summaries to the host at the end) are the same for 24 and 48 generated tokens."""
+    extra = {}
+    instrumentor = CoreVitalInstrumentor()
+    for steps in (24, 48):
+        run = lambda: model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False)  # noqa: E731
+        run()
+        plain = _syncs_during(run)
+        instrumentor.instrument(tracer_provider=provider, capture_mode="summary")
+        try:
+            extra[steps] = _syncs_during(run) - plain
+        finally:
+            instrumentor.uninstrument()
+    print(f"extra host syncs per call: {extra}")
+    return 0 if extra[24] == extra[48] else 1
 
 
 def main() -> int:
@@ -39,6 +70,7 @@ def main() -> int:
             error = span.attributes.get("corevital.error")
             failures += (not same) + (error is not None)
             print(f"{decoding} {mode}: identical={same} error={error} attrs={len(span.attributes)} events={len(span.events)}")
+    failures += count_added_syncs(model, ids, provider)
     print("FAILURES", failures)
     return 1 if failures else 0
 

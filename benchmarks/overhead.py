@@ -81,7 +81,6 @@ def timed_generate(model, ids, new_tokens: int, device: str, original: bool = Fa
         kwargs.update(output_attentions=True, output_hidden_states=True, output_scores=True,
                       return_dict_in_generate=True)
     if device == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     started = time.perf_counter()
