@@ -42,7 +42,7 @@ def count_added_syncs(model, ids, provider) -> int:
         finally:
             instrumentor.uninstrument()
     print(f"extra host syncs per call: {extra}")
-    return 0 if extra[24] == extra[48] else 1
+    return 0 if extra[48] - extra[24] < 12 else 1  # a per-step sync would add 24
 
 
 def main() -> int:
