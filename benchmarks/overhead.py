@@ -60,6 +60,7 @@ class Run:
     seconds: float
     peak_bytes: int | None
     failed: str | None = None
+    cpu_seconds: float = float("nan")  # CPU time of the generating thread
 
 
 def build_model(preset: dict) -> torch.nn.Module:
@@ -85,16 +86,16 @@ def timed_generate(model, ids, new_tokens: int, device: str, original: bool = Fa
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.thread_time()
     try:
         output = model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
         _sync(device)
     except torch.OutOfMemoryError as exc:
         return Run(float("nan"), None, f"out of memory: {str(exc).splitlines()[0][:120]}")
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.thread_time() - started_cpu
     del output
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    return Run(seconds, peak)
+    return Run(seconds, peak, cpu_seconds=cpu_seconds)
 
 
 class Modes:
@@ -131,44 +132,45 @@ class Modes:
 
 
 def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, repeats: int, device: str):
-    """Rotates plain and the capture modes; `original` switches the attention implementation,
-    which disturbs the runs after it, so its runs (with plain ones beside them) come last."""
+    """Each measured run of a mode is paired with a plain run right before it, so slow drift
+    of a shared host cancels in the ratio. `original` switches the attention implementation,
+    which disturbs later runs, so its pairs come last."""
     generator = torch.Generator().manual_seed(prompt * 31 + batch)
     ids = torch.randint(10, modes.model.config.vocab_size, (batch, prompt), generator=generator).to(device)
-    order = ["plain", *[m for m in modes_list if m != "original"]]
-    runs = {mode: [] for mode in order}
-    for mode in order:  # warm-up: kernels, allocator, first-call imports
+    rotation = [m for m in modes_list if m != "original"]
+    pairs = {mode: [] for mode in modes_list}
+    for mode in ["plain", *rotation]:  # warm-up: kernels, allocator, first-call imports
         modes.run(mode, ids, min(new_tokens, 8), device)
+    schedule = []
     for repeat in range(repeats):
-        rotated = order[repeat % len(order):] + order[: repeat % len(order)]
-        for mode in rotated:
-            runs[mode].append(modes.run(mode, ids, new_tokens, device))
+        schedule += rotation[repeat % len(rotation):] + rotation[: repeat % len(rotation)]
     if "original" in modes_list:
-        runs["original"] = [modes.run("original", ids, new_tokens, device) for _ in range(max(2, repeats // 2))]
-    return runs
+        schedule += ["original"] * max(2, repeats // 2)
+    for mode in schedule:
+        plain = modes.run("plain", ids, new_tokens, device)
+        pairs[mode].append((plain, modes.run(mode, ids, new_tokens, device)))
+    return pairs
 
 
-def summarise(runs: dict, model_bytes: int) -> dict:
-    plain = runs["plain"]
-    plain_time = statistics.median(r.seconds for r in plain)
-    plain_peak = max((r.peak_bytes or 0) for r in plain)
-    rows = {}
-    for mode, results in runs.items():
-        failures = [r.failed for r in results if r.failed]
+def summarise(pairs: dict, model_bytes: int) -> dict:
+    plain_runs = [plain for runs in pairs.values() for plain, _ in runs]
+    plain_peak = max((r.peak_bytes or 0) for r in plain_runs)
+    rows = {"plain": dict(seconds=round(statistics.median(r.seconds for r in plain_runs), 4))}
+    for mode, runs in pairs.items():
+        failures = [run.failed for _, run in runs if run.failed]
         if failures:
             rows[mode] = dict(failed=failures[0])
             continue
-        seconds = [r.seconds for r in results]
-        median = statistics.median(seconds)
+        ratios = [run.seconds / plain.seconds for plain, run in runs]
+        cpu_ratios = [run.cpu_seconds / plain.cpu_seconds for plain, run in runs]
         row = dict(
-            seconds=round(median, 4),
-            ratio=round(median / plain_time, 3),
-            min_ratio=round(min(seconds) / min(r.seconds for r in plain), 3),
-            spread=round((max(seconds) - min(seconds)) / median, 3),
-            raw_seconds=[round(x, 4) for x in seconds],
+            seconds=round(statistics.median(run.seconds for _, run in runs), 4),
+            ratio=round(statistics.median(ratios), 3),
+            cpu_ratio=round(statistics.median(cpu_ratios), 3),
+            pair_ratios=[round(x, 3) for x in ratios],
         )
-        if results[0].peak_bytes is not None:
-            extra = max(r.peak_bytes for r in results) - plain_peak
+        if runs[0][1].peak_bytes is not None:
+            extra = max(run.peak_bytes for _, run in runs) - plain_peak
             row.update(extra_peak_mib=round(extra / 2**20, 1), extra_peak_pct_of_model=round(100 * extra / model_bytes, 3))
         rows[mode] = row
     return rows
@@ -204,8 +206,8 @@ def main(argv=None) -> int:
     new_tokens = args.new_tokens or preset["new_tokens"]
     for prompt in args.prompts or preset["prompts"]:
         for batch in args.batches or preset["batches"]:
-            runs = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device)
-            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(runs, model_bytes))
+            pairs = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device)
+            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(pairs, model_bytes))
             results["cases"].append(case)
             print(json.dumps(case), flush=True)
     if args.json:
@@ -218,7 +220,8 @@ def main(argv=None) -> int:
 def render_table(results: dict) -> str:
     modes = [m for m in results["cases"][0]["modes"] if m != "plain"] if results["cases"] else []
     lines = [
-        "Each cell: median ratio / min ratio vs plain generate (+ extra peak memory as % of the model's weights).",
+        "Each cell: median of paired wall-time ratios / of paired CPU-time ratios vs plain generate"
+        " (+ extra peak device memory as % of the model's weights).",
         "",
         "| prompt | batch | plain s | " + " | ".join(modes) + " |",
         "|---" * (3 + len(modes)) + "|",
@@ -230,7 +233,7 @@ def render_table(results: dict) -> str:
             if "failed" in row:
                 cells.append("OOM" if "memory" in row["failed"] else "failed")
                 continue
-            cell = f"{row['ratio']:.3f}x / {row['min_ratio']:.3f}x"
+            cell = f"{row['ratio']:.3f}x / {row['cpu_ratio']:.3f}x"
             if "extra_peak_pct_of_model" in row:
                 cell += f" (+{row['extra_peak_pct_of_model']:.2f}% mem)"
             cells.append(cell)
