@@ -14,6 +14,11 @@ import torch
 
 SPARSE_THRESHOLD = 0.01
 SPARSE_CAP_PER_HEAD = 256
+# prompt attention is recomputed for at most this many evenly spaced query rows (the last one
+# always included): the basin score is a mean over queries and the sparse profile keeps a few
+# hundred entries per head, so long prompts need not pay for a second full prefill attention
+MAX_PROMPT_QUERIES = 512
+_KEYS_PER_QUERY = 8
 _CHUNK_BYTES = 64 * 1024 * 1024
 _LN2 = math.log(2.0)
 
@@ -64,35 +69,37 @@ class PromptProbe:
         keys_length = key.shape[2]
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
         scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
+        positions = sampled_queries(length, query.device)
 
         def chunks():
             step = max(1, _CHUNK_BYTES // max(1, len(self.rows) * heads * keys_length * 4))
-            for start in range(0, length, step):
-                stop = min(start + step, length)
-                scores = torch.matmul(query[:, :, start:stop], key.transpose(-1, -2)).float() * scale
+            for start in range(0, len(positions), step):
+                chosen = positions[start : start + step]
+                scores = torch.matmul(query[:, :, chosen], key.transpose(-1, -2)).float() * scale
                 if softcap:
                     scores = torch.tanh(scores / softcap) * softcap
-                scores = scores + _mask_rows(mask, self.rows, start, stop, length, keys_length, scores.device)
-                yield start, torch.softmax(scores, dim=-1).nan_to_num(0.0)
+                scores = scores + _mask_rows(mask, self.rows, chosen, length, keys_length)
+                yield chosen, torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
-        self._summarise(layer, chunks(), length, keys_length)
+        self._summarise(layer, chunks(), keys_length)
 
     def observe_weights(self, layer: int, weights: torch.Tensor) -> None:
         """Eager attention already returned its weights [R, H, P, P]."""
-        probs = weights[self.rows].float().nan_to_num(0.0)
-        self._summarise(layer, [(0, probs)], probs.shape[2], probs.shape[3])
+        positions = sampled_queries(weights.shape[2], weights.device)
+        probs = weights[self.rows][:, :, positions].float().nan_to_num(0.0)
+        self._summarise(layer, [(positions, probs)], probs.shape[3])
 
-    def _summarise(self, layer: int, chunks, length: int, keys_length: int) -> None:
-        real = self._real_tokens(length, keys_length)
+    def _summarise(self, layer: int, chunks, keys_length: int) -> None:
+        real = self._real_tokens(keys_length, keys_length)
         middle = _middle_third(real)[:, None, None, :]
         middle_sum = boundary_sum = 0.0
         best = None
-        for start, probs in chunks:
-            probs = probs * real[:, None, start : start + probs.shape[2], None]
+        for positions, probs in chunks:
+            probs = probs * real[:, None, positions, None]
             mass_middle = (probs * middle).sum(-1)
             middle_sum = middle_sum + mass_middle.sum(-1)
             boundary_sum = boundary_sum + (probs.sum(-1) - mass_middle).sum(-1)
-            best = _keep_strongest(best, probs, start)
+            best = _keep_strongest(best, probs, positions)
         self.basin[layer] = middle_sum / (boundary_sum + 1e-10)
         self.sparse[layer] = best
 
@@ -149,15 +156,22 @@ def _middle_third(real: torch.Tensor) -> torch.Tensor:
     return ((position >= count // 3) & (position < 2 * count // 3)).float()
 
 
-def _mask_rows(mask, rows, start, stop, length, keys_length, device) -> torch.Tensor:
-    """Additive mask for queries [start, stop): the model's own 4-D mask, else causal plus padding."""
+def sampled_queries(length: int, device) -> torch.Tensor:
+    """All query positions, or MAX_PROMPT_QUERIES evenly spaced ones ending with the last."""
+    if length <= MAX_PROMPT_QUERIES:
+        return torch.arange(length, device=device)
+    return torch.linspace(length - 1, 0, MAX_PROMPT_QUERIES, device=device).round().long().flip(0)
+
+
+def _mask_rows(mask, rows, positions, length, keys_length) -> torch.Tensor:
+    """Additive mask for the chosen queries: the model's own 4-D mask, else causal plus padding."""
     if mask is not None and mask.dim() == 4:
-        part = mask[rows][:, :, start:stop, :keys_length]
+        part = mask[rows][:, :, positions, :keys_length]
         if not part.dtype.is_floating_point:
             return torch.where(part.bool(), 0.0, float("-inf"))
         return part.float()
-    query_positions = torch.arange(start, stop, device=device)[:, None] + (keys_length - length)
-    future = torch.arange(keys_length, device=device)[None, :] > query_positions
+    query_positions = positions[:, None] + (keys_length - length)
+    future = torch.arange(keys_length, device=positions.device)[None, :] > query_positions
     additive = torch.where(future, float("-inf"), 0.0)[None, None]
     if mask is not None:
         keep = mask[rows][:, None, None, :keys_length].bool()
@@ -165,18 +179,22 @@ def _mask_rows(mask, rows, start, stop, length, keys_length, device) -> torch.Te
     return additive
 
 
-def _keep_strongest(best, probs: torch.Tensor, start: int):
-    """Merge this chunk's weights above the threshold into the strongest SPARSE_CAP_PER_HEAD per head."""
+def _keep_strongest(best, probs: torch.Tensor, positions: torch.Tensor):
+    """Merge this chunk's weights above the threshold into the strongest SPARSE_CAP_PER_HEAD per head.
+
+    Two stages keep the selection cheap on long prompts: the strongest keys of each query
+    first, then the strongest of those per head.
+    """
     rows, heads, chunk, keys = probs.shape
-    flat = probs.masked_fill(probs <= SPARSE_THRESHOLD, 0.0).reshape(rows, heads, chunk * keys)
-    count = min(SPARSE_CAP_PER_HEAD, flat.shape[-1])
-    weights, where = flat.topk(count, dim=-1)
-    queries = (where // keys + start).int()
-    key_index = (where % keys).int()
+    per_query = min(_KEYS_PER_QUERY, keys)
+    weights, key_index = probs.masked_fill(probs <= SPARSE_THRESHOLD, 0.0).topk(per_query, dim=-1)
+    queries = positions[None, None, :, None].expand(rows, heads, chunk, per_query)
+    weights = weights.reshape(rows, heads, -1)
+    key_index = key_index.reshape(rows, heads, -1).int()
+    queries = queries.reshape(rows, heads, -1).int()
     if best is not None:
         queries = torch.cat((best[0], queries), -1)
         key_index = torch.cat((best[1], key_index), -1)
         weights = torch.cat((best[2], weights), -1)
-        weights, order = weights.topk(min(SPARSE_CAP_PER_HEAD, weights.shape[-1]), dim=-1)
-        queries, key_index = queries.gather(-1, order), key_index.gather(-1, order)
-    return queries, key_index, weights
+    weights, order = weights.topk(min(SPARSE_CAP_PER_HEAD, weights.shape[-1]), dim=-1)
+    return queries.gather(-1, order), key_index.gather(-1, order), weights
