@@ -42,7 +42,8 @@ class PromptSummaries:
 class PromptProbe:
     """Collects prompt telemetry on the device; copied to the host once at the end."""
 
-    def __init__(self, num_layers: int, rows: list[int], padding_mask: torch.Tensor | None, length: int):
+    def __init__(self, num_layers: int, rows: slice, padding_mask: torch.Tensor | None, length: int):
+        # a strided slice (one row per input prompt): indexing with it makes views, never copies
         self.rows = rows
         # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
         if padding_mask is None:
@@ -72,7 +73,7 @@ class PromptProbe:
         positions = sampled_queries(length, query.device)
 
         def chunks():
-            step = max(1, _CHUNK_BYTES // max(1, len(self.rows) * heads * keys_length * 4))
+            step = max(1, _CHUNK_BYTES // max(1, self._row_count() * heads * keys_length * 4))
             for start in range(0, len(positions), step):
                 chosen = positions[start : start + step]
                 scores = torch.matmul(query[:, :, chosen], key.transpose(-1, -2)).float() * scale
@@ -103,10 +104,13 @@ class PromptProbe:
         self.basin[layer] = middle_sum / (boundary_sum + 1e-10)
         self.sparse[layer] = best
 
+    def _row_count(self) -> int:
+        return len(range(*self.rows.indices(self.rows.stop)))
+
     def _real_tokens(self, length: int, keys_length: int) -> torch.Tensor:
         if self.real is None or self.real.shape[1] != keys_length:
             device = self.real.device if self.real is not None else None
-            return torch.ones((len(self.rows), keys_length), device=device)
+            return torch.ones((self._row_count(), keys_length), device=device)
         return self.real.float()
 
     def observe_final_hidden(self, hidden: torch.Tensor, lm_head: torch.nn.Module, prompt_ids: torch.Tensor) -> None:
@@ -115,7 +119,7 @@ class PromptProbe:
         rows = self.rows
         hidden, targets = hidden[rows, :-1], prompt_ids[rows, 1:].long()
         vocab = lm_head.weight.shape[0]
-        chunk = max(1, _CHUNK_BYTES // max(1, len(rows) * vocab * 4))
+        chunk = max(1, _CHUNK_BYTES // max(1, self._row_count() * vocab * 4))
         parts = []
         for start in range(0, hidden.shape[1], chunk):
             logits = torch.nn.functional.linear(hidden[:, start : start + chunk], lm_head.weight, lm_head.bias)
@@ -125,7 +129,7 @@ class PromptProbe:
 
     def to_host(self) -> PromptSummaries:
         out = PromptSummaries()
-        for index in range(len(self.rows)):
+        for index in range(self._row_count()):
             if self.surprisal is not None:
                 out.surprisal.append(self.surprisal[index].cpu().numpy())
             out.layer_transformation.append(_stack_host(self.transformation, index))
@@ -166,7 +170,7 @@ def sampled_queries(length: int, device) -> torch.Tensor:
 def _mask_rows(mask, rows, positions, length, keys_length) -> torch.Tensor:
     """Additive mask for the chosen queries: the model's own 4-D mask, else causal plus padding."""
     if mask is not None and mask.dim() == 4:
-        part = mask[rows][:, :, positions, :keys_length]
+        part = mask[rows].index_select(2, positions)[..., :keys_length]
         if not part.dtype.is_floating_point:
             return torch.where(part.bool(), 0.0, float("-inf"))
         return part.float()

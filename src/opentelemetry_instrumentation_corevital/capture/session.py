@@ -146,7 +146,7 @@ class CaptureSession:
                 self._prompt_ids = ids
                 if self.options.prompt_telemetry and ids.shape[1] > 1:
                     stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
-                    rows = list(range(0, ids.shape[0], stride))
+                    rows = slice(0, ids.shape[0], stride)
                     self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
             elif self.step < self.buffers.max_steps:
                 self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
