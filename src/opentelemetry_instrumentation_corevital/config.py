@@ -7,10 +7,11 @@ never takes the host application down.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable
+from typing import Callable, Mapping
 
 _logger = logging.getLogger(__name__)
 
@@ -49,11 +50,30 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _parse_profile_overrides(raw) -> dict:
+    """A JSON object (env var) or a mapping (keyword) of profile keys, validated against the profile schema."""
+    from .profiles import load_profile  # pure data + validation, no torch
+
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be a JSON object ({exc})") from None
+    if not isinstance(raw, Mapping):
+        raise ValueError("must be a JSON object / dict of profile keys to values")
+    value = dict(raw)
+    load_profile("default", value)  # raises ValueError naming the bad key and the allowed ones
+    return value
+
+
 @dataclass(frozen=True)
 class _Option:
     env: str
     parse: Callable[[str], object]
     allowed: str
+    parse_kwarg_as_is: bool = False  # keyword values are parsed as given, not as their str()
 
 
 _OPTIONS: dict[str, _Option] = {
@@ -63,6 +83,12 @@ _OPTIONS: dict[str, _Option] = {
     "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
     "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
     "capture_message_content": _Option(CAPTURE_MESSAGE_CONTENT_ENV, _parse_bool, "true | false"),
+    "profile_overrides": _Option(
+        ENV_PREFIX + "PROFILE_OVERRIDES",
+        _parse_profile_overrides,
+        "a JSON object of profile keys (see docs/analysis.md, Profiles)",
+        parse_kwarg_as_is=True,
+    ),
 }
 
 
@@ -126,12 +152,10 @@ class Settings:
                 try:
                     if isinstance(value, bool) and option.parse is not _parse_bool:
                         raise ValueError("a true/false value is not accepted here")
-                    value = option.parse(str(value))
+                    value = option.parse(value if option.parse_kwarg_as_is else str(value))
                 except ValueError as exc:
                     raise ValueError(
                         f"Invalid value {value!r} for CoreVital setting {name!r}: {exc} (allowed: {option.allowed})."
                     ) from None
-            elif name == "profile_overrides" and not isinstance(value, dict):
-                raise ValueError("CoreVital setting 'profile_overrides' must be a dict of profile keys to values.")
             values[name] = value
         return replace(self, **values)

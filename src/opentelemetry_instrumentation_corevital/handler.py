@@ -64,7 +64,10 @@ class GenerationHandler:
         span = self.tracer.start_span(
             f"{OPERATION} {call.model_id}", kind=SpanKind.INTERNAL, attributes=self._request_attributes(call)
         )
-        session = CaptureSession(model, self._capture_options(call))
+        profile = None
+        with self._guard(span, "profile"):
+            profile = self.health.profile_for(model)
+        session = CaptureSession(model, self._capture_options(call, profile))
         started = time.perf_counter()
         with self._guard(span, "attach"):
             session.attach(started)
@@ -78,11 +81,11 @@ class GenerationHandler:
         duration = time.perf_counter() - started
         session.detach()
         with self._guard(span, "telemetry"):
-            self._record_success(span, call, session, output, duration)
+            self._record_success(span, call, session, output, duration, profile)
         span.end()
         return output
 
-    def _capture_options(self, call: GenerateCall) -> CaptureOptions:
+    def _capture_options(self, call: GenerateCall, profile=None) -> CaptureOptions:
         return CaptureOptions(
             probes=self.settings.probes_enabled,
             attention_stride=self.settings.attention_stride,
@@ -91,7 +94,7 @@ class GenerationHandler:
             eos_token_ids=tuple(sorted(call.eos_token_ids)),
             prompt_telemetry=self.settings.capture_mode in ("full", "on_risk"),
             input_batch=1 if call.input_ids is None else int(call.input_ids.shape[0]),
-            **self.health.capture_thresholds(),
+            **self.health.capture_thresholds(profile),
         )
 
     def _metric_attributes(self, call: GenerateCall, error_type: str | None = None) -> dict:
@@ -130,7 +133,9 @@ class GenerationHandler:
             self.instruments.operation_duration.record(duration, self._metric_attributes(call, error_type))
         span.end()
 
-    def _record_success(self, span, call: GenerateCall, session: CaptureSession, output, duration: float) -> None:
+    def _record_success(
+        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None
+    ) -> None:
         result = GenerateResult.from_output(call, output)
         metric_attributes = self._metric_attributes(call)
         self.instruments.operation_duration.record(duration, metric_attributes)
@@ -151,7 +156,10 @@ class GenerationHandler:
             self.faults.record(span, session.fault[0], session.fault[1])
         if summaries is not None:
             with self._guard(span, "analysis"):
-                self.health.record(span, call, result, summaries, metric_attributes)
+                self.health.record(
+                    span, call, result, summaries, metric_attributes,
+                    profile=profile, prompt_summaries=session.prompt_summaries,
+                )
 
     def _record_timing(self, session: CaptureSession, duration: float, result: GenerateResult, metric_attributes):
         first_token = session.first_token_seconds(duration)

@@ -24,9 +24,40 @@ PROMPT_HASH = "corevital.prompt.hash"
 FINGERPRINT = "corevital.fingerprint"
 NARRATIVE = "corevital.narrative"
 LANGFUSE_LEVEL = "langfuse.observation.level"
+LANGFUSE_STATUS_MESSAGE = "langfuse.observation.status_message"
 
 STEP_EVENT = "corevital.step"
 SEQUENCE_EVENT = "corevital.sequence"
 INTERVENTION_EVENT = "corevital.intervention"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 EVALUATION_NAME = "corevital.risk"
+
+# Span attributes of the full-trace payload decision (full / on_risk modes).
+PAYLOAD_ATTACHED = "corevital.payload.attached"
+
+# Langfuse observation levels (langfuse.observation.level) by risk label.
+LANGFUSE_LEVEL_OF_LABEL = {"warning": "WARNING", "critical": "ERROR"}
+
+# corevital.step event attributes.
+STEP_INDEX = "corevital.step.index"
+STEP_SEQUENCE = "corevital.step.sequence"
+STEP_TOKEN_ID = "corevital.step.token_id"
+STEP_TOKEN_TEXT = "corevital.step.token"
+STEP_ENTROPY = "corevital.step.entropy"
+STEP_SURPRISAL = "corevital.step.surprisal"
+STEP_MARGIN = "corevital.step.margin"
+STEP_TOPK_MASS = "corevital.step.topk_mass"
+STEP_FLAGGED = "corevital.step.flagged"
+
+# corevital.sequence event attributes.
+SEQUENCE_INDEX = "corevital.sequence.index"
+SEQUENCE_RISK_SCORE = "corevital.sequence.risk.score"
+SEQUENCE_RISK_LABEL = "corevital.sequence.risk.label"
+SEQUENCE_FLAGS = "corevital.sequence.health.flags"
+SEQUENCE_OUTPUT_TOKENS = "corevital.sequence.output_tokens"
+SEQUENCE_FINISH_REASON = "corevital.sequence.finish_reason"
+
+# corevital.intervention event attributes.
+INTERVENTION_STEP = "corevital.intervention.step"
+INTERVENTION_REASON = "corevital.intervention.reason"
+INTERVENTION_SEQUENCE = "corevital.intervention.sequence"

@@ -1,24 +1,284 @@
-"""CoreVital health on the span and in metrics (filled in by the analysis layer)."""
+"""CoreVital health on the span, in span events and in metrics.
+
+One `record` per successful generate call whose summaries were captured (every capture mode
+except `off`):
+
+- span attributes of the telemetry contract, computed by `analysis.analyze`; span-level
+  values aggregate a batch (max risk, any flag, union of blamed layers); the fingerprint and
+  the narrative are the worst sequence's;
+- `corevital.step` events for the worst sequence's steps, at most `max_step_events`
+  (first, last and flagged steps always kept, see `events.sample_steps`);
+- `corevital.sequence` events, one per returned sequence, when there is more than one;
+- the full-trace payload events in `full` mode, or in `on_risk` mode when the run is risky;
+- `gen_ai.evaluation.result`, added last so that it survives the SDK's event limit;
+- metrics `corevital.risk.score` (one record per call), `corevital.logits.entropy` (one per
+  valid generated token) and `corevital.health.flags` (+1 per raised flag).
+
+Any exception propagates to the handler's guard, which records `corevital.error`; the caller
+never sees it. No torch here.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import logging
+
 import numpy as np
 
+from ..analysis import RunAnalysis, analyze, prompt_hash
+from ..profiles import Profile, load_profile
 from ..summaries import RunSummaries
 from . import attributes as attrs
+from . import events
+
+_logger = logging.getLogger(__name__)
+
+LABEL_HEALTHY, LABEL_WARNING, LABEL_CRITICAL = "healthy", "warning", "critical"
+_PAYLOAD_MODULE = __package__ + ".payload"
 
 
 class HealthRecorder:
     def __init__(self, instruments, settings):
         self.instruments = instruments
         self.settings = settings
+        self._profiles: dict[str, Profile] = {}
+        self._payload_events = None
+        self._payload_resolved = False
 
-    def capture_thresholds(self) -> dict:
-        return {}
+    # -- profiles --------------------------------------------------------------------------
 
-    def record(self, span, call, result, summaries: RunSummaries, metric_attributes: dict) -> None:
+    def profile(self, model_type: str | None = None) -> Profile:
+        """The profile of a `model.config.model_type` with the settings' overrides, cached.
+
+        Never raises: overrides that do not fit this architecture's profile are logged and the
+        architecture's own profile is used (the settings were validated against the default).
+        """
+        key = str(model_type or "")
+        cached = self._profiles.get(key)
+        if cached is not None:
+            return cached
+        overrides = self.settings.profile_overrides or None
+        try:
+            profile = load_profile(key, overrides)
+        except ValueError as exc:
+            _logger.warning(
+                "CoreVital profile overrides do not apply to model type %r (%s); using its own profile", key, exc
+            )
+            profile = load_profile(key)
+        self._profiles[key] = profile
+        return profile
+
+    def profile_for(self, model) -> Profile:
+        config = getattr(model, "config", None)
+        return self.profile(getattr(config, "model_type", "") or "")
+
+    def capture_thresholds(self, profile: Profile | None = None) -> dict:
+        """The CaptureOptions keyword arguments that come from the profile."""
+        profile = profile or self.profile()
+        return {
+            "collapsed_head_entropy_bits": float(profile.collapsed_head_entropy_bits),
+            "focused_head_concentration": float(profile.focused_head_concentration),
+        }
+
+    # -- one generate call ---------------------------------------------------------------------
+
+    def record(
+        self,
+        span,
+        call,
+        result,
+        summaries: RunSummaries,
+        metric_attributes: dict,
+        profile: Profile | None = None,
+        prompt_summaries=None,
+    ) -> None:
         entropy = summaries.logit("entropy")[summaries.valid]
         for value in entropy[np.isfinite(entropy)].tolist():
             self.instruments.logits_entropy.record(value, metric_attributes)
         if summaries.attention_unavailable_reason:
             span.set_attribute(attrs.ATTENTION_UNAVAILABLE_REASON, summaries.attention_unavailable_reason)
+
+        profile = profile or self.profile(summaries.model_type)
+        analysis = analyze(summaries, profile)
+        aggregate = analysis.aggregate
+
+        risk = events.finite_float(aggregate.risk_score)
+        if risk is not None:
+            self.instruments.risk_score.record(risk, metric_attributes)
+        for flag in aggregate.flags.raised():
+            self.instruments.health_flags.add(1, {**metric_attributes, attrs.HEALTH_FLAG: flag})
+
+        if not span.is_recording():
+            return
+        span.set_attributes(span_attributes(analysis, call, summaries))
+        for name, values in self._step_events(call, summaries, analysis):
+            span.add_event(name, values)
+        if len(analysis.sequences) > 1:
+            for name, values in sequence_events(analysis, result):
+                span.add_event(name, values)
+        try:
+            self._attach_payload(span, summaries, prompt_summaries, analysis)
+        finally:
+            worst = _worst(analysis)
+            span.add_event(
+                *events.evaluation_event(
+                    score=aggregate.risk_score,
+                    label=aggregate.label,
+                    explanation=worst.narrative if worst is not None else "",
+                )
+            )
+
+    # -- pieces ----------------------------------------------------------------------------------
+
+    def _step_events(self, call, summaries: RunSummaries, analysis: RunAnalysis) -> list[events.Event]:
+        """Step events of the worst sequence (the one that set the span's risk)."""
+        worst = _worst(analysis)
+        if worst is None or summaries.num_steps == 0:
+            return []
+        i = worst.index
+        valid_steps = np.flatnonzero(summaries.valid[i]).tolist()
+        chosen = events.sample_steps(valid_steps, worst.flagged_steps, self.settings.max_step_events)
+        flagged = set(worst.flagged_steps)
+        tokenizer = call.tokenizer if self.settings.capture_message_content else None
+        stats = {name: summaries.logit(name)[i] for name in ("entropy", "surprisal", "margin", "topk_mass")}
+        built = []
+        for step in chosen:
+            token_id = int(summaries.token_ids[i, step])
+            built.append(
+                events.step_event(
+                    step=step,
+                    sequence=i,
+                    token_id=token_id,
+                    entropy=stats["entropy"][step],
+                    surprisal=stats["surprisal"][step],
+                    margin=stats["margin"][step],
+                    topk_mass=stats["topk_mass"][step],
+                    flagged=step in flagged,
+                    token_text=_token_text(tokenizer, token_id),
+                )
+            )
+        return built
+
+    def payload_wanted(self, analysis: RunAnalysis) -> bool:
+        """`full` mode always; `on_risk` when the risk reaches the threshold or a critical flag is raised."""
+        mode = self.settings.capture_mode
+        if mode == "full":
+            return True
+        if mode != "on_risk":
+            return False
+        aggregate = analysis.aggregate
+        flags = aggregate.flags
+        critical = (
+            flags.nan_detected
+            or flags.inf_detected
+            or flags.repetition_loop_detected
+            or flags.mid_layer_anomaly_detected
+        )
+        return bool(critical or aggregate.risk_score >= self.settings.risk_threshold)
+
+    def _attach_payload(self, span, summaries, prompt_summaries, analysis: RunAnalysis) -> None:
+        if self.settings.capture_mode not in ("full", "on_risk"):
+            return
+        wanted = self.payload_wanted(analysis)
+        span.set_attribute(attrs.PAYLOAD_ATTACHED, wanted)
+        encoder = self._payload_encoder() if wanted else None
+        if encoder is None:
+            return
+        try:
+            payload, info = encoder(summaries, prompt_summaries, analysis, self.settings.payload_max_bytes)
+        except Exception:
+            span.set_attribute(attrs.PAYLOAD_ATTACHED, False)
+            raise
+        for name, values in payload:
+            span.add_event(name, values)
+        if info:
+            span.set_attributes(dict(info))
+
+    def _payload_encoder(self):
+        """telemetry.payload.payload_events, or None while that module does not exist."""
+        if not self._payload_resolved:
+            if importlib.util.find_spec(_PAYLOAD_MODULE) is not None:
+                self._payload_events = importlib.import_module(_PAYLOAD_MODULE).payload_events
+            self._payload_resolved = True
+        return self._payload_events
+
+
+def _worst(analysis: RunAnalysis):
+    index = analysis.aggregate.worst_sequence
+    if index is None or not analysis.sequences:
+        return None
+    return analysis.sequences[index]
+
+
+def _token_text(tokenizer, token_id: int) -> str | None:
+    if tokenizer is None:
+        return None
+    try:
+        text = tokenizer.decode([token_id])
+    except Exception:  # an odd tokenizer loses the text, never the event
+        return None
+    return text if isinstance(text, str) else None
+
+
+def _observed(summaries: RunSummaries, stat: str) -> bool:
+    return bool(np.isfinite(summaries.logit(stat)[summaries.valid]).any())
+
+
+def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dict:
+    """The contract's span attributes, all OTel-valid; non-finite numbers are left out."""
+    aggregate = analysis.aggregate
+    flags = aggregate.flags
+    values: dict = {
+        attrs.RISK_FACTORS: [str(f) for f in aggregate.risk_factors],
+        attrs.HEALTH_NAN: bool(flags.nan_detected),
+        attrs.HEALTH_INF: bool(flags.inf_detected),
+        attrs.HEALTH_ATTENTION_COLLAPSE: bool(flags.attention_collapse_detected),
+        attrs.HEALTH_REPETITION_LOOP: bool(flags.repetition_loop_detected),
+        attrs.HEALTH_MID_LAYER_ANOMALY: bool(flags.mid_layer_anomaly_detected),
+        attrs.HEALTH_HIGH_ENTROPY_STEPS: int(flags.high_entropy_steps),
+        attrs.LAYERS_BLAMED: [int(layer) for layer in aggregate.blamed_layers],
+        attrs.EARLY_WARNING_SIGNALS: [str(s) for s in aggregate.warning_signals],
+    }
+    events.put_float(values, attrs.RISK_SCORE, aggregate.risk_score)
+    events.put_float(values, attrs.EARLY_WARNING_FAILURE_RISK, aggregate.failure_risk)
+    # Analysis reports 0.0 when a statistic has no finite value at any valid step (e.g. every
+    # logit was NaN); the span leaves such a statistic out instead of claiming 0 bits.
+    if _observed(summaries, "entropy"):
+        events.put_float(values, attrs.LOGITS_ENTROPY_MEAN, aggregate.entropy_mean)
+        events.put_float(values, attrs.LOGITS_ENTROPY_MAX, aggregate.entropy_max)
+    if _observed(summaries, "surprisal"):
+        events.put_float(values, attrs.LOGITS_SURPRISAL_MEAN, aggregate.surprisal_mean)
+    if _observed(summaries, "margin"):
+        events.put_float(values, attrs.LOGITS_MARGIN_MEAN, aggregate.margin_mean)
+    rows = call.prompt_rows()
+    if rows:
+        values[attrs.PROMPT_HASH] = prompt_hash([int(t) for t in rows[0]], call.model_id)
+    worst = _worst(analysis)
+    if worst is not None:
+        fingerprint = [events.finite_float(v) for v in worst.fingerprint]
+        values[attrs.FINGERPRINT] = [0.0 if v is None else v for v in fingerprint]
+        if worst.narrative:
+            values[attrs.NARRATIVE] = str(worst.narrative)
+    level = attrs.LANGFUSE_LEVEL_OF_LABEL.get(aggregate.label)
+    if level is not None:
+        values[attrs.LANGFUSE_LEVEL] = level
+        if worst is not None and worst.narrative:
+            values[attrs.LANGFUSE_STATUS_MESSAGE] = str(worst.narrative)
+    return values
+
+
+def sequence_events(analysis: RunAnalysis, result) -> list[events.Event]:
+    counts = list(getattr(result, "output_token_counts", []) or [])
+    reasons = list(getattr(result, "finish_reasons", []) or [])
+    return [
+        events.sequence_event(
+            index=sequence.index,
+            risk_score=sequence.risk_score,
+            label=sequence.label,
+            flags=sequence.flags.raised(),
+            output_tokens=counts[sequence.index] if sequence.index < len(counts) else None,
+            finish_reason=reasons[sequence.index] if sequence.index < len(reasons) else None,
+        )
+        for sequence in analysis.sequences
+    ]
