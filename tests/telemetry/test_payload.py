@@ -1,0 +1,384 @@
+"""Full-trace payload: exact round trip, byte budget, SDK limits and OTLP protobuf encoding."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from opentelemetry_instrumentation_corevital.analysis import analyze
+from opentelemetry_instrumentation_corevital.summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
+from opentelemetry_instrumentation_corevital.telemetry import payload as P
+from opentelemetry_instrumentation_corevital.telemetry.payload import decode_payload, event_size, payload_events
+
+BUDGET = 512 * 1024
+F16 = dict(rtol=2.0**-11, atol=2.0**-24)  # float16 rounding (normal and subnormal range)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prompt:
+    """Same layout as capture's PromptSummaries (which lives next to torch code)."""
+
+    surprisal: list = field(default_factory=list)
+    layer_transformation: list = field(default_factory=list)
+    basin: list = field(default_factory=list)
+    sparse: list = field(default_factory=list)
+
+
+def synthetic_run(sequences=2, steps=40, layers=4, heads=4, prompt_rows=2, prompt_length=24, cap=32, seed=0):
+    """RunSummaries + prompt telemetry with the awkward values a real run can hold."""
+    rng = np.random.default_rng(seed)
+    n, s, L = sequences, steps, layers
+    logits = np.zeros((n, s, len(LOGIT_STATS)), np.float32)
+    logits[..., LOGIT_STATS.index("entropy")] = rng.uniform(0, 12, (n, s))
+    logits[..., LOGIT_STATS.index("margin")] = rng.uniform(0, 1, (n, s))
+    logits[..., LOGIT_STATS.index("topk_mass")] = rng.uniform(0, 1, (n, s))
+    logits[..., LOGIT_STATS.index("max_prob")] = rng.uniform(0, 1, (n, s))
+    logits[..., LOGIT_STATS.index("surprisal")] = rng.uniform(0, 30, (n, s))
+    logits[0, 3, LOGIT_STATS.index("surprisal")] = np.inf  # probability underflowed to 0
+    logits[0, 5, LOGIT_STATS.index("nan_count")] = 7
+    valid = np.ones((n, s), bool)
+    valid[-1, s - 5 :] = False  # finished early: post-EOS padding is NaN
+    logits[-1, s - 5 :] = np.nan
+    hidden = np.zeros((n, s, L, len(HIDDEN_STATS)), np.float32)
+    hidden[..., 0] = rng.normal(0, 0.1, (n, s, L))
+    hidden[..., 1] = rng.uniform(0.5, 3, (n, s, L))
+    hidden[..., 2] = rng.uniform(10, 200, (n, s, L))
+    hidden[0, 0, :, 2] = 3.0e5  # the prompt step's norms dwarf float16's range
+    hidden[..., 3] = rng.uniform(1, 50, (n, s, L))
+    hidden[-1, s - 5 :] = np.nan
+    attention = np.zeros((n, s, L, len(ATTENTION_STATS)), np.float32)
+    attention[..., :3] = np.sort(rng.uniform(0, 6, (n, s, L, 3)), -1)
+    attention[..., 3:5] = np.sort(rng.uniform(0, 1, (n, s, L, 2)), -1)
+    attention[..., 5:] = rng.integers(0, heads + 1, (n, s, L, 2))
+    attention[:, 1::2] = np.nan  # attention_every = 2: odd steps not observed
+    cosine = rng.uniform(0.99, 1.0, (n, s, 32)).astype(np.float32)
+    for lag in range(32):
+        cosine[:, : lag + 1, lag] = np.nan
+    summaries = RunSummaries(
+        logits=logits,
+        token_ids=rng.integers(0, 70_000, (n, s)),
+        valid=valid,
+        hidden=hidden,
+        attention=attention,
+        repetition_cosine=cosine,
+        num_heads=heads,
+        model_type="llama",
+    )
+    prompt = Prompt()
+    for _ in range(prompt_rows):
+        prompt.surprisal.append(rng.uniform(0, 16, prompt_length - 1).astype(np.float32))
+        prompt.layer_transformation.append(rng.uniform(0, 1, L).astype(np.float32))
+        basin = rng.uniform(0, 3, (L, heads)).astype(np.float32)
+        basin[0, 0] = 1e10  # no mass on the outer thirds
+        prompt.basin.append(basin)
+        row = []
+        for _ in range(L):
+            query = rng.integers(0, prompt_length, (heads, cap)).astype(np.int32)
+            key = np.minimum(rng.integers(0, prompt_length, (heads, cap)), query).astype(np.int32)
+            weight = rng.uniform(0.011, 1, (heads, cap)).astype(np.float32)
+            weight[:, cap // 2 :] = 0  # unused slots
+            weight[0, cap // 4 :] = 0  # a head with fewer strong weights
+            row.append((query, key, weight))
+        prompt.sparse.append(row)
+    return summaries, prompt
+
+
+def _kept_entries(query, key, weight, cap=None):
+    """{(query, key): weight} of one head's strongest `cap` entries above zero."""
+    order = np.argsort(-weight, kind="stable")
+    kept = [i for i in order if weight[i] > 0][:cap]
+    return {(int(query[i]), int(key[i])): float(weight[i]) for i in kept}
+
+
+def _assert_prompt_round_trip(original, decoded, cap=None):
+    for r in range(len(original.basin)):
+        np.testing.assert_allclose(decoded.surprisal[r], original.surprisal[r], **F16)
+        np.testing.assert_allclose(decoded.layer_transformation[r], original.layer_transformation[r], **F16)
+        basin = original.basin[r]
+        expected_dtype_tolerance = F16 if np.abs(basin).max() <= 65504 else dict(rtol=0, atol=0)
+        np.testing.assert_allclose(decoded.basin[r], basin, **expected_dtype_tolerance)
+        for layer, (q, k, w) in enumerate(original.sparse[r]):
+            dq, dk, dw = decoded.sparse[r][layer]
+            for h in range(w.shape[0]):
+                want = _kept_entries(q[h], k[h], w[h], cap)
+                got = _kept_entries(dq[h], dk[h], dw[h])
+                assert set(got) == set(want)
+                np.testing.assert_allclose([got[x] for x in want], list(want.values()), **F16)
+
+
+def _assert_summaries_round_trip(original: RunSummaries, decoded: RunSummaries):
+    np.testing.assert_array_equal(decoded.token_ids, original.token_ids)
+    np.testing.assert_array_equal(decoded.valid, original.valid)
+    np.testing.assert_allclose(decoded.logits, original.logits, equal_nan=True, **F16)
+    counts = [LOGIT_STATS.index("nan_count"), LOGIT_STATS.index("inf_count")]
+    np.testing.assert_array_equal(decoded.logits[..., counts], original.logits[..., counts])
+    norms = [HIDDEN_STATS.index("l2_norm"), HIDDEN_STATS.index("max_abs")]
+    np.testing.assert_array_equal(decoded.hidden[..., norms], original.hidden[..., norms])  # float32: exact
+    np.testing.assert_allclose(decoded.hidden, original.hidden, equal_nan=True, **F16)
+    np.testing.assert_allclose(decoded.attention, original.attention, equal_nan=True, **F16)
+    np.testing.assert_array_equal(decoded.repetition_cosine, original.repetition_cosine)  # float32: exact
+    assert decoded.num_heads == original.num_heads
+    assert decoded.model_type == original.model_type
+
+
+# -- the real SDK -------------------------------------------------------------------------------
+
+
+def export_span(events, limits=None, attributes=None):
+    """Attach events to a span of a real TracerProvider; return (finished span, OTLP bytes)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=limits) if limits else TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    span = provider.get_tracer("test").start_span("text_completion tiny", attributes=attributes or {})
+    for name, event_attributes in events:
+        span.add_event(name, event_attributes)
+    span.end()
+    (finished,) = exporter.get_finished_spans()
+    return finished, encode_spans([finished]).SerializeToString()
+
+
+def _bare_otlp_size(attributes=None) -> int:
+    return len(export_span([], attributes=attributes)[1])
+
+
+# -- synthetic round trip -------------------------------------------------------------------
+
+
+def test_encode_decode_round_trip_within_dtype_tolerances():
+    summaries, prompt = synthetic_run()
+    analysis = analyze(summaries)
+    events, info = payload_events(summaries, prompt, analysis, BUDGET)
+    assert info[P.PAYLOAD_TRUNCATED] == []
+    assert info[P.PAYLOAD_VERSION_ATTRIBUTE] == P.PAYLOAD_VERSION
+    decoded = decode_payload(events)
+    assert decoded.problems == []
+    assert decoded.sections == [
+        "steps", "analysis", "layers", "attention", "repetition", "prompt", "prompt_attention"
+    ]
+    _assert_summaries_round_trip(summaries, decoded.summaries())
+    _assert_prompt_round_trip(prompt, decoded.prompt())
+    assert decoded.analysis["aggregate"]["risk_score"] == pytest.approx(analysis.aggregate.risk_score)
+    assert [s["label"] for s in decoded.analysis["sequences"]] == [s.label for s in analysis.sequences]
+
+
+def test_dtypes_are_compact_and_never_overflow():
+    summaries, prompt = synthetic_run()
+    events, _ = payload_events(summaries, prompt, None, BUDGET)
+    dtypes = {(a[P.SECTION], a[P.ARRAY]): a[P.DTYPE] for name, a in events if P.ARRAY in a}
+    assert dtypes[("steps", "logits")] == "float16"  # entropy, probabilities, surprisal (inf kept)
+    assert dtypes[("steps", "token_ids")] == "uint32"  # ids above 65535
+    assert dtypes[("steps", "logit_counts")] == "float16"  # NaN after EOS: not observed
+    assert dtypes[("steps", "valid")] == "uint8"
+    assert dtypes[("layers", "hidden_norms")] == "float32"
+    assert dtypes[("layers", "hidden_moments")] == "float16"
+    assert dtypes[("repetition", "repetition_cosine")] == "float32"  # the loop threshold is 0.9995
+    assert dtypes[("prompt", "basin")] == "float32"  # a ratio of 1e10 would be inf in float16
+    assert dtypes[("prompt_attention", "query")] == "uint8"
+    assert dtypes[("prompt_attention", "weight")] == "float16"
+    decoded = decode_payload(events).summaries()
+    assert decoded.hidden[0, 0, 0, HIDDEN_STATS.index("l2_norm")] == np.float32(3.0e5)
+    assert np.isinf(decoded.logits[0, 3, LOGIT_STATS.index("surprisal")])
+
+
+def test_data_is_chunked_for_attribute_length_limits():
+    summaries, prompt = synthetic_run(steps=200, layers=6)
+    events, _ = payload_events(summaries, prompt, analyze(summaries), BUDGET)
+    for name, attributes in events:
+        if P.DATA not in attributes:
+            continue
+        chunks = attributes[P.DATA]
+        assert isinstance(chunks, list) and all(len(c) <= P.CHUNK_CHARS for c in chunks)
+        if attributes[P.DTYPE] != "json":
+            for chunk in chunks:
+                base64.b64decode(chunk, validate=True)  # each chunk decodes on its own
+    # an SDK that truncates long strings (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT=2048) keeps it intact
+    span, _ = export_span(events, limits=SpanLimits(max_attribute_length=2048))
+    decoded = decode_payload(span.events)
+    assert decoded.problems == []
+    _assert_summaries_round_trip(summaries, decoded.summaries())
+
+
+def test_event_count_and_attributes_stay_within_sdk_defaults_for_any_batch():
+    summaries, prompt = synthetic_run(sequences=6, prompt_rows=5, layers=8, steps=64)
+    events, info = payload_events(summaries, prompt, analyze(summaries), BUDGET)
+    assert info[P.PAYLOAD_TRUNCATED] == []
+    assert len(events) <= 19 <= P.MAX_EVENTS  # one event per array, never per sequence or row
+    assert max(len(attributes) for _, attributes in events) <= 10
+    span, _ = export_span(events)
+    assert span.dropped_events == 0
+    assert all(event.dropped_attributes == 0 for event in span.events)
+
+
+def test_payload_attributes_are_documented_names_only():
+    """Token ids travel, token text never: every key is one of the documented payload keys."""
+    summaries, prompt = synthetic_run()
+    events, _ = payload_events(summaries, prompt, analyze(summaries), BUDGET)
+    known = {v for v in vars(P).values() if isinstance(v, str) and v.startswith("corevital.payload")}
+    for name, attributes in events:
+        assert name == P.HEADER_EVENT or name.removeprefix(P.EVENT_PREFIX) in P.SECTIONS
+        assert set(attributes) <= known
+
+
+def test_sizes_are_exact_otlp_protobuf_sizes():
+    summaries, prompt = synthetic_run()
+    events, info = payload_events(summaries, prompt, analyze(summaries), BUDGET)
+    _, encoded = export_span(events)
+    growth = len(encoded) - _bare_otlp_size()
+    # the events themselves, plus a few bytes of longer length prefixes of the enclosing messages
+    assert info[P.PAYLOAD_BYTES] <= growth <= info[P.PAYLOAD_BYTES] + 8
+    assert info[P.PAYLOAD_BYTES] == sum(event_size(*event) for event in events)
+
+
+# -- budget ---------------------------------------------------------------------------------------
+
+
+def test_over_budget_first_reduces_the_sparse_attention_cap():
+    summaries, prompt = synthetic_run()
+    full_events, full = payload_events(summaries, prompt, None, BUDGET)
+    budget = full[P.PAYLOAD_BYTES] - 600
+    events, info = payload_events(summaries, prompt, None, budget)
+    assert info[P.PAYLOAD_BYTES] <= budget
+    (note,) = info[P.PAYLOAD_TRUNCATED]
+    assert note.startswith("prompt_attention:cap=")
+    cap = int(note.split("=")[1])
+    decoded = decode_payload(events)
+    assert decoded.sparse_cap == cap and 1 <= cap < 16
+    assert decoded.header[P.TRUNCATED] == [note]
+    _assert_prompt_round_trip(prompt, decoded.prompt(), cap=cap)  # each head's strongest kept
+    _assert_summaries_round_trip(summaries, decoded.summaries())
+
+
+def test_tiny_budget_drops_lower_priority_sections_and_records_them():
+    summaries, prompt = synthetic_run(steps=128, layers=6)
+    events, info = payload_events(summaries, prompt, analyze(summaries), 8 * 1024)
+    assert 0 < info[P.PAYLOAD_BYTES] <= 8 * 1024
+    decoded = decode_payload(events)
+    assert "steps" in decoded.sections  # the highest priority survives
+    assert {"layers", "attention", "repetition"} <= set(info[P.PAYLOAD_TRUNCATED])
+    assert set(decoded.sections).isdisjoint(info[P.PAYLOAD_TRUNCATED])
+    _, encoded = export_span(events)
+    assert len(encoded) - _bare_otlp_size() <= 8 * 1024 + 8
+
+
+@pytest.mark.parametrize("budget", [0, 100, 431, 1_000, 3_000, 6_000, 20_000, 60_000, 120_000])
+def test_budget_is_never_exceeded(budget):
+    summaries, prompt = synthetic_run()
+    events, info = payload_events(summaries, prompt, analyze(summaries), budget)
+    size = sum(event_size(*event) for event in events)
+    assert size == info[P.PAYLOAD_BYTES] <= budget
+    if not events:
+        assert info[P.PAYLOAD_BYTES] == 0 and "steps" in info[P.PAYLOAD_TRUNCATED]
+    else:
+        decoded = decode_payload(events)
+        assert decoded.problems == []
+        dropped = [t for t in info[P.PAYLOAD_TRUNCATED] if ":" not in t]
+        assert set(decoded.sections).isdisjoint(dropped)
+        assert set(decoded.sections) | set(dropped) == {
+            "steps", "analysis", "layers", "attention", "repetition", "prompt", "prompt_attention"
+        }
+
+
+def test_corrupt_or_cut_data_is_reported_not_guessed():
+    summaries, prompt = synthetic_run()
+    events, _ = payload_events(summaries, prompt, None, BUDGET)
+    damaged = []
+    for name, attributes in events:
+        if attributes.get(P.ARRAY) == "hidden_norms":
+            attributes = {**attributes, P.DATA: attributes[P.DATA][:-1]}  # a backend cut the value
+        damaged.append((name, attributes))
+    decoded = decode_payload(damaged)
+    assert len(decoded.problems) == 1 and "layers.hidden_norms" in decoded.problems[0]
+    rebuilt = decoded.summaries()
+    assert np.isnan(rebuilt.hidden[..., HIDDEN_STATS.index("l2_norm")]).all()  # not observed, not zero
+    np.testing.assert_allclose(rebuilt.logits, summaries.logits, equal_nan=True, **F16)
+
+
+def test_empty_run_and_missing_parts():
+    empty = RunSummaries.empty(1, num_layers=2)
+    events, info = payload_events(empty, None, None, BUDGET)
+    assert info[P.PAYLOAD_TRUNCATED] == []
+    decoded = decode_payload(events)
+    assert decoded.sections == ["steps", "layers"]
+    rebuilt = decoded.summaries()
+    assert rebuilt.logits.shape == (1, 0, len(LOGIT_STATS)) and rebuilt.hidden.shape == (1, 0, 2, len(HIDDEN_STATS))
+    assert rebuilt.attention is None and decoded.prompt() is None
+
+
+# -- a real 256-step run on a 12-layer model ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_run():
+    from opentelemetry_instrumentation_corevital.capture import attention_registry
+    from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
+    from tests.conftest import build_llama, prompt_ids
+
+    model = build_llama(layers=12)  # fixed seed inside
+    ids = prompt_ids(length=64, seed=7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only contend on a shared machine
+    attention_registry.install()
+    session = CaptureSession(
+        model, CaptureOptions(max_steps=256, prompt_telemetry=True, input_batch=1, eos_token_ids=(2,))
+    )
+    try:
+        session.attach()
+        with session.active(), torch.no_grad():
+            output = model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=256, min_new_tokens=256, do_sample=False
+            )
+    finally:
+        session.detach()
+        attention_registry.uninstall()
+        torch.set_num_threads(threads)
+    summaries = session.finish(output, {2})
+    assert session.fault is None
+    return summaries, session.prompt_summaries, analyze(summaries)
+
+
+def test_256_step_12_layer_payload_fits_the_budget_and_survives_otlp(real_run):
+    summaries, prompt, analysis = real_run
+    assert summaries.hidden.shape == (1, 256, 12, len(HIDDEN_STATS))
+    assert summaries.attention is not None and len(prompt.surprisal[0]) == 63
+    events, info = payload_events(summaries, prompt, analysis, BUDGET)
+    size = info[P.PAYLOAD_BYTES]
+    print(f"\n256 steps x 12 layers: payload {size} bytes in {len(events)} events")
+    assert 0 < size <= BUDGET
+    assert info[P.PAYLOAD_TRUNCATED] == []
+    assert len(events) <= P.MAX_EVENTS
+
+    span_attributes = {**info, "gen_ai.request.model": "tiny-llama-12"}
+    span, encoded = export_span(events, attributes=span_attributes)
+    assert span.dropped_events == 0 and len(span.events) == len(events)
+    assert all(event.dropped_attributes == 0 for event in span.events)
+    print(f"OTLP protobuf (whole span): {len(encoded)} bytes")
+    assert len(encoded) < 4 * 1024 * 1024
+    assert abs(len(encoded) - size) <= 0.03 * size
+    assert 0 <= len(encoded) - _bare_otlp_size(span_attributes) - size <= 8
+
+    decoded = decode_payload(span.events)  # straight from what the SDK kept
+    assert decoded.problems == []
+    _assert_summaries_round_trip(summaries, decoded.summaries())
+    _assert_prompt_round_trip(prompt, decoded.prompt())
+
+
+def test_256_step_payload_under_a_tiny_budget(real_run):
+    summaries, prompt, analysis = real_run
+    events, info = payload_events(summaries, prompt, analysis, 8 * 1024)
+    print(f"\n8 KiB budget: {info[P.PAYLOAD_BYTES]} bytes, truncated {info[P.PAYLOAD_TRUNCATED]}")
+    assert 0 < info[P.PAYLOAD_BYTES] <= 8 * 1024
+    assert {"layers", "attention", "repetition"} <= set(info[P.PAYLOAD_TRUNCATED])
+    decoded = decode_payload(export_span(events)[0].events)
+    assert decoded.sections[0] == "steps"
+    np.testing.assert_array_equal(decoded.summaries().token_ids, summaries.token_ids)
