@@ -19,7 +19,7 @@ SPARSE_CAP_PER_HEAD = 256
 # hundred entries per head, so long prompts need not pay for a second full prefill attention
 MAX_PROMPT_QUERIES = 512
 _KEYS_PER_QUERY = 8
-_CHUNK_BYTES = 64 * 1024 * 1024
+_CHUNK_BYTES = 16 * 1024 * 1024  # bounds the transient per-chunk tensors (logits and scores, float32)
 _LN2 = math.log(2.0)
 
 
