@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ..summaries import LOGIT_STATS
 from . import stats
 from .buffers import StepBuffers
 from .clock import FirstTokenClock
@@ -27,8 +24,6 @@ from .prompt import PromptProbe
 
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
-_LN2 = math.log(2.0)
-_SURPRISAL = LOGIT_STATS.index("surprisal")
 
 
 def active_session() -> "CaptureSession | None":
