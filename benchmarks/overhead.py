@@ -7,6 +7,9 @@ Reports, per prompt length x batch, the median wall time of each capture mode ov
 of plain generate (ratio), and the peak device memory each mode used beyond plain generate, as
 a share of the model's own weights. `original` reproduces the original CoreVital's approach
 (eager attention plus output_attentions / output_hidden_states / output_scores) for scale.
+`listener` is summary mode with a (no-op) step listener attached, `health_stop` summary mode
+with a CoreVitalStoppingCriteria whose rules are all off: both pay the per-step host copy and
+the analysis of the steps so far, and neither shortens the run.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, CoreVitalStoppingCriteria
 
 PRESETS = {
     "cpu-small": dict(
@@ -43,6 +46,7 @@ PRESETS = {
     ),
 }
 DEFAULT_MODES = ["off", "summary", "full", "on_risk", "original"]
+LIVE_MODES = ("listener", "health_stop")  # summary capture plus real-time health on every step
 
 
 class _Discard(SpanExporter):
@@ -77,8 +81,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_generate(model, ids, new_tokens: int, device: str, original: bool = False) -> Run:
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+def timed_generate(model, ids, new_tokens: int, device: str, original: bool = False, **extra) -> Run:
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **extra)
     if original:
         kwargs.update(output_attentions=True, output_hidden_states=True, output_scores=True,
                       return_dict_in_generate=True)
@@ -118,15 +122,21 @@ class Modes:
             finally:
                 self.model.set_attn_implementation("sdpa")
         name, _, option = mode.partition(":")
-        settings = dict(capture_mode=name)
+        settings = dict(capture_mode="summary" if name in LIVE_MODES else name)
         if option:
             key, value = option.split("=")
             settings[key] = int(value)
+        extra = {}
+        if name == "listener":
+            settings["on_step"] = lambda step: None
+        elif name == "health_stop":
+            rules_off = dict(stop_on_repetition_loop=False, stop_on_nonfinite=False, risk_threshold=None)
+            extra["stopping_criteria"] = [CoreVitalStoppingCriteria(**rules_off)]
         self.instrumentor.instrument(
             tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **settings
         )
         try:
-            return timed_generate(self.model, ids, new_tokens, device)
+            return timed_generate(self.model, ids, new_tokens, device, **extra)
         finally:
             self.instrumentor.uninstrument()
 

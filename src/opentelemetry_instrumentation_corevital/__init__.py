@@ -22,11 +22,21 @@ from wrapt import wrap_function_wrapper
 from .capture import attention_registry
 from .config import Settings
 from .handler import GenerationHandler
+from .live import CoreVitalStoppingCriteria, StepSummary, observe, stream_health
 from .package import _instruments
+from .rag import RagContext
 from .telemetry.metrics import Instruments
 from .version import __version__
 
-__all__ = ["CoreVitalInstrumentor", "__version__"]
+__all__ = [
+    "CoreVitalInstrumentor",
+    "CoreVitalStoppingCriteria",
+    "RagContext",
+    "StepSummary",
+    "__version__",
+    "observe",
+    "stream_health",
+]
 
 _GENERATE_MODULE = "transformers.generation.utils"
 _GENERATE_NAME = "GenerationMixin.generate"
@@ -50,11 +60,14 @@ class CoreVitalInstrumentor(BaseInstrumentor):
     def _instrument(self, **kwargs):
         tracer_provider = kwargs.pop("tracer_provider", None)
         meter_provider = kwargs.pop("meter_provider", None)
+        on_step = kwargs.pop("on_step", None)
+        if on_step is not None and not callable(on_step):
+            raise TypeError(f"on_step must be a callable taking a StepSummary, got {type(on_step).__name__}")
         settings = Settings.resolve(kwargs)
         schema_url = Schemas.V1_37_0.value
         tracer = trace.get_tracer(__name__, __version__, tracer_provider, schema_url=schema_url)
         meter = metrics.get_meter(__name__, __version__, meter_provider, schema_url=schema_url)
-        handler = GenerationHandler(tracer, Instruments.create(meter), settings)
+        handler = GenerationHandler(tracer, Instruments.create(meter), settings, on_step=on_step)
         from transformers.generation.utils import GenerationMixin  # noqa: F401  (import before wrapping)
 
         wrap_function_wrapper(_GENERATE_MODULE, _GENERATE_NAME, _generate_wrapper(handler))

@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
 from .generate_call import GenerateCall, GenerateResult
+from .live.call import LiveCall
 from .telemetry import attributes as attrs
 from .telemetry import content
 from .telemetry.health import HealthRecorder
@@ -41,8 +42,9 @@ class FaultLog:
 
 
 class GenerationHandler:
-    def __init__(self, tracer: trace.Tracer, instruments: Instruments, settings: Settings):
+    def __init__(self, tracer: trace.Tracer, instruments: Instruments, settings: Settings, on_step=None):
         self.tracer = tracer
+        self.on_step = on_step  # instrument(on_step=...): called with every call's StepSummary
         self.instruments = instruments
         self.settings = settings
         self.faults = FaultLog()
@@ -61,19 +63,25 @@ class GenerationHandler:
         except Exception as exc:
             self.faults.record(trace.INVALID_SPAN, "request", exc)
             return wrapped(*args, **kwargs)
-        span = self.tracer.start_span(
-            f"{OPERATION} {call.model_id}", kind=SpanKind.INTERNAL, attributes=self._request_attributes(call)
-        )
+        span = self._start_span(call)
         profile = None
         with self._guard(span, "profile"):
             profile = self.health.profile_for(model)
-        session = CaptureSession(model, self._capture_options(call, profile))
+        options = CaptureOptions(probes=False)
+        with self._guard(span, "options"):
+            options = self._capture_options(call, profile)
+        session = CaptureSession(model, options)
         started = time.perf_counter()
         with self._guard(span, "attach"):
             session.attach(started)
+        live_call, call_args, call_kwargs = None, args, kwargs
+        with self._guard(span, "live"):
+            live_call = LiveCall(session, profile, call.eos_token_ids, span, self.faults, self.on_step)
+            call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
         try:
-            with trace.use_span(span, end_on_exit=False), session.active():
-                output = wrapped(*args, **kwargs)
+            live = live_call.active() if live_call is not None else contextlib.nullcontext()
+            with trace.use_span(span, end_on_exit=False), session.active(), live:
+                output = wrapped(*call_args, **call_kwargs)
         except BaseException as exc:
             session.detach()
             self._record_failure(span, call, exc, time.perf_counter() - started)
@@ -81,9 +89,19 @@ class GenerationHandler:
         duration = time.perf_counter() - started
         session.detach()
         with self._guard(span, "telemetry"):
-            self._record_success(span, call, session, output, duration, profile)
+            self._record_success(span, call, session, output, duration, profile, live_call)
         span.end()
         return output
+
+    def _start_span(self, call: GenerateCall):
+        try:
+            attributes, fault = self._request_attributes(call), None
+        except Exception as exc:  # the span still starts, with the attributes that cannot fail
+            attributes, fault = self._metric_attributes(call), exc
+        span = self.tracer.start_span(f"{OPERATION} {call.model_id}", kind=SpanKind.INTERNAL, attributes=attributes)
+        if fault is not None:
+            self.faults.record(span, "request", fault)
+        return span
 
     def _capture_options(self, call: GenerateCall, profile=None) -> CaptureOptions:
         return CaptureOptions(
@@ -134,9 +152,11 @@ class GenerationHandler:
         span.end()
 
     def _record_success(
-        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None
+        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None, live_call=None
     ) -> None:
         result = GenerateResult.from_output(call, output)
+        if live_call is not None:
+            live_call.apply_to_result(result)  # sequences stopped by CoreVitalStoppingCriteria
         metric_attributes = self._metric_attributes(call)
         self.instruments.operation_duration.record(duration, metric_attributes)
         input_tokens = sum(call.input_token_counts())
@@ -154,12 +174,16 @@ class GenerationHandler:
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
             self.faults.record(span, session.fault[0], session.fault[1])
+        if live_call is not None:
+            live_call.apply_to_summaries(summaries)
         if summaries is not None:
             with self._guard(span, "analysis"):
                 self.health.record(
                     span, call, result, summaries, metric_attributes,
                     profile=profile, prompt_summaries=session.prompt_summaries,
                 )
+        if live_call is not None:
+            live_call.finish(span, summaries, profile, self.settings.risk_threshold, result)
 
     def _record_timing(self, session: CaptureSession, duration: float, result: GenerateResult, metric_attributes):
         first_token = session.first_token_seconds(duration)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import rag as rag_attributes
 from .summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from .telemetry import attributes as attrs
 from .telemetry.payload import (
@@ -37,12 +38,14 @@ from .telemetry.payload import (
 __all__ = [
     "AttentionTimeline",
     "DecodedPayload",
+    "Intervention",
     "LayerTimeline",
     "PayloadError",
     "PayloadInfo",
     "PromptArrays",
     "PromptReport",
     "PromptRow",
+    "RagInfo",
     "Report",
     "SequenceReport",
     "StepTimeline",
@@ -148,6 +151,23 @@ class EventRecord(_Model):
     name: str
     time_unix_nano: int | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class RagInfo(_Model):
+    """The `corevital.rag.*` attributes recorded by `observe(rag=RagContext(...))`."""
+
+    context_tokens: int | None = None
+    document_ids: list[str] = Field(default_factory=list)
+    document_titles: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Intervention(_Model):
+    """A sequence stopped early by CoreVitalStoppingCriteria (a `corevital.intervention` event)."""
+
+    step: int | None = None
+    reason: str | None = None
+    sequence: int | None = None
 
 
 # -- per sequence -----------------------------------------------------------------------------
@@ -308,6 +328,8 @@ class Report(_Model):
     fingerprint: Floats = Field(default_factory=list)
     narrative: str | None = None
     attention_unavailable_reason: str | None = None
+    rag: RagInfo | None = None
+    interventions: list[Intervention] = Field(default_factory=list)
 
     payload: PayloadInfo = Field(default_factory=PayloadInfo)
     dimensions: Dimensions = Field(default_factory=Dimensions)
@@ -392,6 +414,8 @@ class Report(_Model):
             fingerprint=[_float(v) for v in a.get(attrs.FINGERPRINT, ())],
             narrative=_str(a.get(attrs.NARRATIVE)),
             attention_unavailable_reason=_str(a.get(attrs.ATTENTION_UNAVAILABLE_REASON)),
+            rag=_rag(a),
+            interventions=_interventions(other_events),
             payload=_payload_info(a, decoded, bool(payload_events)),
             events=[_event_record(e) for e in other_events],
             attributes={key: _json_value(value) for key, value in a.items()},
@@ -589,6 +613,32 @@ def _json_value(value):
     if isinstance(value, Mapping):
         return {str(k): _json_value(v) for k, v in value.items()}
     return value
+
+
+def _rag(a: Mapping[str, Any]) -> RagInfo | None:
+    if not any(key.startswith(rag_attributes.PREFIX) for key in a):
+        return None
+    metadata = rag_attributes.METADATA_PREFIX
+    return RagInfo(
+        context_tokens=_int(a.get(rag_attributes.CONTEXT_TOKENS)),
+        document_ids=[str(v) for v in a.get(rag_attributes.DOCUMENT_IDS, ())],
+        document_titles=[str(v) for v in a.get(rag_attributes.DOCUMENT_TITLES, ())],
+        metadata={key[len(metadata):]: _json_value(value) for key, value in a.items() if key.startswith(metadata)},
+    )
+
+
+def _interventions(events) -> list[Intervention]:
+    found = []
+    for event in events:
+        if _event_name(event) != attrs.INTERVENTION_EVENT:
+            continue
+        values = (event[1] if isinstance(event, tuple) else event.attributes) or {}
+        found.append(Intervention(
+            step=_int(values.get(attrs.INTERVENTION_STEP)),
+            reason=_str(values.get(attrs.INTERVENTION_REASON)),
+            sequence=_int(values.get(attrs.INTERVENTION_SEQUENCE)),
+        ))
+    return found
 
 
 def _event_name(event) -> str:

@@ -2,6 +2,10 @@
 
 CAPTURE_MODE = "corevital.capture.mode"
 ERROR = "corevital.error"
+# a user's step listener raised (the exception is also recorded as an `exception` event)
+LISTENER_ERROR = "corevital.listener.error"
+# why a step listener or CoreVitalStoppingCriteria got no per-step health (beam search, capture off, ...)
+LIVE_UNAVAILABLE_REASON = "corevital.live.unavailable_reason"
 ATTENTION_UNAVAILABLE_REASON = "corevital.attention.unavailable_reason"
 
 RISK_SCORE = "corevital.risk.score"

@@ -1,0 +1,64 @@
+"""The handler's side of live health for one generate call.
+
+Creates the call's monitor, adds the step hook to the call's stopping criteria when a
+listener is attached (a new StoppingCriteriaList: the caller's own list is never changed),
+records the RAG context of an enclosing `observe()` on the span, and at the end applies the
+early stops to the call's result and hands the outcome to the `Run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+from transformers import StoppingCriteriaList
+
+from .monitor import LiveMonitor, StepHook, StepListener
+from .observe import current_run
+from .step import StepComputer
+
+_STOPPING_CRITERIA = "stopping_criteria"
+
+
+class LiveCall:
+    def __init__(self, session, profile, eos_token_ids, span, faults, global_listener: StepListener | None):
+        self.run = current_run()
+        listeners = [global_listener] if global_listener is not None else []
+        if self.run is not None:
+            listeners.extend(self.run.listeners())
+            if self.run.rag is not None and span.is_recording():
+                span.set_attributes(self.run.rag.span_attributes())
+        self.monitor = LiveMonitor(StepComputer(session, profile, eos_token_ids), listeners, span, faults)
+        # only a user's callback pays the per-step sync; a Run records the steps someone else asked for
+        self.someone_listens = global_listener is not None or (self.run is not None and self.run.on_step is not None)
+
+    @contextlib.contextmanager
+    def active(self):
+        with self.monitor.active():
+            yield self
+
+    def arguments(self, wrapped, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The call's arguments, with the step hook added to its stopping criteria when someone listens."""
+        if not self.someone_listens or not self.monitor.computer.session.options.probes:
+            return args, kwargs
+        signature = inspect.signature(wrapped)
+        if _STOPPING_CRITERIA not in signature.parameters:
+            return args, kwargs
+        bound = signature.bind_partial(*args, **kwargs)
+        theirs = bound.arguments.get(_STOPPING_CRITERIA)
+        bound.arguments[_STOPPING_CRITERIA] = StoppingCriteriaList([*(theirs or []), StepHook(self.monitor)])
+        return bound.args, bound.kwargs
+
+    def apply_to_result(self, result) -> None:
+        self.monitor.apply_to_result(result)
+
+    def apply_to_summaries(self, summaries) -> None:
+        if summaries is not None:
+            self.monitor.apply_to_summaries(summaries)
+
+    def finish(self, span, summaries, profile, risk_threshold: float, result) -> None:
+        if self.run is not None:
+            self.run._finish_call(
+                span, summaries, profile, risk_threshold,
+                list(self.monitor.interventions.values()), list(getattr(result, "finish_reasons", [])),
+            )

@@ -1,0 +1,172 @@
+"""CoreVitalStoppingCriteria: stops looping, non-finite or risky sequences, one by one, and says why."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from opentelemetry_instrumentation_corevital import CoreVitalStoppingCriteria, observe
+from opentelemetry_instrumentation_corevital.profiles import load_profile
+from tests.conftest import prompt_ids
+
+from .conftest import (
+    FLUENT_START_TOKEN,
+    LOOP_LEAD,
+    LOOP_PERIOD,
+    LOOP_START_TOKEN,
+    NONFINITE_START_TOKEN,
+    prompt_ending_in,
+)
+
+NEW_TOKENS = 28
+PROMPT_WIDTH = 3
+
+
+def interventions(span) -> list[dict]:
+    return [dict(e.attributes) for e in span.events if e.name == "corevital.intervention"]
+
+
+def generate(model, prompt, **kwargs):
+    kwargs.setdefault("stopping_criteria", [CoreVitalStoppingCriteria()])
+    with observe() as run:
+        output = model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False, **kwargs)
+    return output, run
+
+
+def test_a_repetition_loop_is_stopped_soon_after_it_starts(successor_model, telemetry, instrument):
+    instrument()
+    output, run = generate(successor_model, prompt_ending_in(LOOP_START_TOKEN))
+    generated = output[0, PROMPT_WIDTH:].tolist()
+
+    first_repeat = LOOP_LEAD + LOOP_PERIOD  # the step that first repeats the phrase of period 4
+    span = telemetry.only_span()
+    (event,) = interventions(span)
+    assert event["corevital.intervention.reason"] == "repetition_loop"
+    stop = event["corevital.intervention.step"]
+    # a loop needs `repetition_min_steps` repeating steps to be confirmed, then it stops at once
+    confirm_steps = load_profile(successor_model.config.model_type).repetition_min_steps
+    assert first_repeat <= stop <= first_repeat + confirm_steps
+    assert stop < NEW_TOKENS - LOOP_PERIOD  # well before the length limit
+    assert set(generated[stop + 1 :]) <= {successor_model.generation_config.pad_token_id}
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.repetition_loop",)
+    assert span.attributes["gen_ai.usage.output_tokens"] == stop + 1
+    assert span.attributes["corevital.health.repetition_loop_detected"] is True
+    assert run.should_intervene() and run.interventions[0].step == stop
+    # the stop happened at the first step whose live summary confirmed the loop
+    assert stop == min(s.step for s in run.steps if s.repetition_loop)
+
+
+def test_a_fluent_run_is_left_alone(successor_model, telemetry, instrument):
+    expected = successor_model.generate(
+        prompt_ending_in(FLUENT_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False
+    )
+    instrument()
+    output, run = generate(successor_model, prompt_ending_in(FLUENT_START_TOKEN))
+    assert torch.equal(output, expected)
+    span = telemetry.only_span()
+    assert interventions(span) == []
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert span.attributes["corevital.health.repetition_loop_detected"] is False
+    assert not run.interventions
+
+
+def test_in_a_batch_only_the_looping_sequence_stops(successor_model, telemetry, instrument):
+    fluent_alone = successor_model.generate(
+        prompt_ending_in(FLUENT_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False
+    )
+    instrument()
+    output, run = generate(successor_model, prompt_ending_in(LOOP_START_TOKEN, FLUENT_START_TOKEN))
+
+    span = telemetry.only_span()
+    (event,) = interventions(span)
+    assert event["corevital.intervention.sequence"] == 0
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.repetition_loop", "length")
+    assert torch.equal(output[1], fluent_alone[0])  # the healthy sequence ran to its end, unchanged
+    stop = event["corevital.intervention.step"]
+    assert span.attributes["gen_ai.usage.output_tokens"] == (stop + 1) + NEW_TOKENS
+    sequences = {e.attributes["corevital.sequence.index"]: e.attributes for e in span.events
+                 if e.name == "corevital.sequence"}
+    assert sequences[0]["corevital.sequence.finish_reason"] == "corevital.repetition_loop"
+    assert sequences[0]["corevital.sequence.output_tokens"] == stop + 1
+    assert sequences[1]["corevital.sequence.finish_reason"] == "length"
+    assert max(s.step for s in run.steps if s.sequence == 0) == stop  # no steps after the stop
+    assert max(s.step for s in run.steps if s.sequence == 1) == NEW_TOKENS - 1
+
+
+def test_nan_stops_the_sequence_at_the_step_it_appears(successor_model, telemetry, instrument):
+    instrument()
+    output, run = generate(successor_model, prompt_ending_in(NONFINITE_START_TOKEN, FLUENT_START_TOKEN))
+    span = telemetry.only_span()
+    (event,) = interventions(span)
+    first_nan = min(s.step for s in run.steps if s.nonfinite)
+    assert event["corevital.intervention.step"] == first_nan
+    assert event["corevital.intervention.reason"] == "nonfinite"
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.nonfinite", "length")
+    assert span.attributes["corevital.health.nan_detected"] is True
+
+
+def test_risk_threshold_stops_at_the_first_step_that_reaches_it(successor_model, telemetry, instrument):
+    instrument()
+    with observe(on_step=lambda s: None) as watched:
+        successor_model.generate(prompt_ending_in(LOOP_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False)
+    risks = [s.risk for s in watched.steps]
+    assert max(risks) > min(risks)  # the risk rises as the loop sets in
+    threshold = (max(risks) + min(risks)) / 2
+    expected_stop = next(s.step for s in watched.steps if s.risk >= threshold)
+
+    criteria = CoreVitalStoppingCriteria(stop_on_repetition_loop=False, risk_threshold=threshold, min_steps=1)
+    output, run = generate(successor_model, prompt_ending_in(LOOP_START_TOKEN), stopping_criteria=[criteria])
+    span = telemetry.finished()[-1]
+    (event,) = interventions(span)
+    assert (event["corevital.intervention.step"], event["corevital.intervention.reason"]) == (expected_stop, "risk")
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.risk",)
+
+
+def test_seq2seq_loop_is_stopped(models, telemetry, instrument):
+    instrument()
+    with observe(on_step=lambda s: None) as watched:
+        models["t5"].generate(prompt_ids(), max_new_tokens=NEW_TOKENS, do_sample=False)
+    looping = [s.step for s in watched.steps if s.repetition_loop]
+    assert looping, "the random tiny T5 repeats one token greedily"
+
+    output, run = generate(models["t5"], prompt_ids())
+    span = telemetry.finished()[-1]
+    (event,) = interventions(span)
+    assert event["corevital.intervention.step"] == looping[0]
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.repetition_loop",)
+    assert output.shape[1] == 1 + looping[0] + 1  # decoder start token + the tokens up to the stop
+
+
+def test_works_in_a_text_generation_pipeline(successor_model, word_tokenizer, telemetry, instrument):
+    from transformers import pipeline
+
+    instrument()
+    pipe = pipeline("text-generation", model=successor_model, tokenizer=word_tokenizer)
+    (result,) = pipe(f"w5 w7 w{LOOP_START_TOKEN}", max_new_tokens=NEW_TOKENS, do_sample=False,
+                     return_full_text=False, stopping_criteria=[CoreVitalStoppingCriteria()])
+    span = telemetry.only_span()
+    (event,) = interventions(span)
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.repetition_loop",)
+    words = [w for w in result["generated_text"].split() if w != "w0"]
+    assert len(words) == event["corevital.intervention.step"] + 1
+
+
+def test_without_instrumentation_the_criterion_warns_once_and_never_stops(successor_model, caplog):
+    criteria = CoreVitalStoppingCriteria()
+    with caplog.at_level(logging.WARNING):
+        output = successor_model.generate(
+            prompt_ending_in(LOOP_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False, stopping_criteria=[criteria]
+        )
+    assert output.shape[1] == PROMPT_WIDTH + NEW_TOKENS
+    assert sum("CoreVitalStoppingCriteria found no CoreVital capture" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"risk_threshold": 1.5}, "risk_threshold must be a number in"),
+    ({"min_steps": 0}, "min_steps must be an int >= 1"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CoreVitalStoppingCriteria(**kwargs)
