@@ -34,6 +34,16 @@ FACTOR_OF_FEATURE = {
     "entropy_rise": "entropy_rising",
 }
 
+# A fitted weight may be negative: on SmolLM2, unusually *low* entropy and surprisal mark
+# confident loops and confidently wrong answers. A feature below its healthy reference is then
+# named for what it is; a feature moving against its factor's name never lists that factor.
+FACTOR_BELOW_REFERENCE = {
+    "entropy_mean": "low_entropy",
+    "entropy_max": "low_entropy",
+    "high_entropy_fraction": "low_entropy",
+    "surprisal_mean": "low_surprisal",
+}
+
 # Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
 _FEATURE_LIMIT = 1e6
 
@@ -79,18 +89,26 @@ def risk_logit(features: Mapping[str, float], profile: Profile) -> float:
 def risk_score(features: Mapping[str, float], profile: Profile) -> float:
     if features.get(NAN_OR_INF):
         return 1.0
-    z = min(max(risk_logit(features, profile), -60.0), 60.0)
+    z = risk_logit(features, profile)
+    if math.isnan(z):  # a feature no one could measure is no evidence of health
+        return 1.0
+    z = min(max(z, -60.0), 60.0)
     return 1.0 / (1.0 + math.exp(-z))
 
 
 def risk_factors(features: Mapping[str, float], profile: Profile) -> list[str]:
     """Factors whose features raised the logit by at least `risk_factor_min_logit` above a
-    healthy reference run, largest first; `nan_or_inf` always leads when present."""
+    healthy reference run, largest first; `nan_or_inf` always leads when present.
+
+    A feature above its reference counts toward its factor (`FACTOR_OF_FEATURE`), one below it
+    toward `FACTOR_BELOW_REFERENCE` (or nothing), so a name always says which way the run moved."""
     model = profile.risk_model
     pushes: dict[str, float] = {}
     for name, weight, reference in zip(model.features, model.weights, model.reference):
-        factor = FACTOR_OF_FEATURE[name]
-        pushes[factor] = pushes.get(factor, 0.0) + weight * (features[name] - reference)
+        delta = features[name] - reference
+        factor = FACTOR_OF_FEATURE[name] if delta >= 0 else FACTOR_BELOW_REFERENCE.get(name)
+        if factor is not None:
+            pushes[factor] = pushes.get(factor, 0.0) + weight * delta
     ranked = sorted(
         (factor for factor, push in pushes.items() if push >= profile.risk_factor_min_logit),
         key=lambda factor: -pushes[factor],
