@@ -74,7 +74,8 @@ class GenerateCall:
         config = arguments.get("generation_config") or getattr(model, "generation_config", None)
 
         def effective(name):
-            return extra[name] if extra.get(name) is not None else getattr(config, name, None)
+            # an explicit None wins, as in generate (e.g. eos_token_id=None: never stop early)
+            return extra[name] if name in extra else getattr(config, name, None)
 
         input_ids = arguments.get("inputs")
         if input_ids is None:

@@ -126,7 +126,10 @@ class CaptureSession:
 
     # -- probes ----------------------------------------------------------------
 
-    def _on_forward_start(self, module, args, kwargs):
+    # kwargs default to None: while another thread registers or removes its session's hooks on a
+    # shared model, torch can call a with_kwargs hook without them. Such a call is never this
+    # session's own, so the ownership check comes first and returns.
+    def _on_forward_start(self, module, args, kwargs=None):
         if not self._owns_call():
             return
         self.step += 1
@@ -152,7 +155,7 @@ class CaptureSession:
         with self._guard("beam"):
             self._observe_beam_reorders(getattr(output, "past_key_values", None))
 
-    def _on_layer_output(self, index, module, args, kwargs, output):
+    def _on_layer_output(self, index, module, args, kwargs, output=None):
         if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
             return
         with self._guard("hidden"):
@@ -260,11 +263,25 @@ class CaptureSession:
             summaries = resolve_paths(host, sequences.detach().cpu().numpy(), self.options, eos_token_ids)
             summaries.num_heads = self.layout.num_heads
             summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
+            if self._attention_never_observed():
+                self.attention_unavailable_reason = (
+                    f"the {self.layout.attn_implementation or 'model'!r} attention implementation was never observed"
+                )
             summaries.attention_unavailable_reason = self.attention_unavailable_reason
             if self.prompt is not None:
                 self.prompt_summaries = self.prompt.to_host()
             return summaries
         return None
+
+    def _attention_never_observed(self) -> bool:
+        """Attention modules exist but no probe saw them (e.g. an implementation registered after instrument())."""
+        buffers = self.buffers
+        return (
+            self.attention_unavailable_reason is None
+            and bool(self.layout.attention_modules)
+            and buffers.heads is None
+            and buffers.cross_heads is None
+        )
 
     def first_token_seconds(self, total_seconds: float) -> float | None:
         return self.clock.first_token_seconds(total_seconds)

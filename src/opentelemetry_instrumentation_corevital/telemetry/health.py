@@ -94,7 +94,7 @@ class HealthRecorder:
         prompt_summaries=None,
     ) -> None:
         entropy = summaries.logit("entropy")[summaries.valid]
-        for value in entropy[np.isfinite(entropy)].tolist():
+        for value in entropy[np.isfinite(entropy) & (entropy >= 0)].tolist():  # the SDK refuses negatives
             self.instruments.logits_entropy.record(value, metric_attributes)
         if summaries.attention_unavailable_reason:
             span.set_attribute(attrs.ATTENTION_UNAVAILABLE_REASON, summaries.attention_unavailable_reason)

@@ -1,0 +1,116 @@
+"""With content capture off, no prompt or completion text leaves the process.
+
+Everything CoreVital exports (spans, their step, evaluation and full-trace payload events,
+and metrics) goes through the real OTLP/HTTP exporters to a loopback receiver; the request
+bodies, as the wire carries them, are scanned for every word of the prompt and of the
+completion. The words come from a tokenizer whose every word is distinctive, and it is
+handed to generate, so our code holds the means to decode and must not use them. The same
+scan with content capture on finds the words: the check can see a leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import tokenizers
+import transformers
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from tests.conftest import VOCAB, build_llama
+from tests.reliability.helpers import OTLPReceiver, exported_spans
+
+CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+PREFIX = "privy"
+PROMPT = "privyjade privyoboe privyquill privyhaze privytusk privyfern privymoth"
+
+
+def distinctive_words() -> list[str]:
+    """VOCAB words, each "privy" + two letters + "x", with the prompt's words among them."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    generated = [f"{PREFIX}{a}{b}x" for a in letters for b in letters]
+    prompt_words = PROMPT.split()
+    return prompt_words + generated[: VOCAB - 4 - len(prompt_words)]
+
+
+def tokenizer() -> transformers.PreTrainedTokenizerFast:
+    specials = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+    vocabulary = {word: i for i, word in enumerate(specials + distinctive_words())}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocabulary, unk_token="[UNK]"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    backend.decoder = tokenizers.decoders.WordPiece()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]"
+    )
+
+
+def export_one_generation(monkeypatch, capture_mode: str, content: bool | None):
+    """Runs one instrumented generate with OTLP/HTTP export; returns (wire bytes, prompt ids, completion text)."""
+    monkeypatch.delenv(CONTENT_ENV, raising=False)
+    if content is not None:
+        monkeypatch.setenv(CONTENT_ENV, str(content).lower())
+    tok = tokenizer()
+    model = build_llama()
+    ids = tok(PROMPT, return_tensors="pt").input_ids
+    with OTLPReceiver("ok") as receiver:
+        tracer_provider = TracerProvider(shutdown_on_exit=False)
+        spans_exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
+        tracer_provider.add_span_processor(SimpleSpanProcessor(spans_exporter))
+        reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=f"{receiver.endpoint}/v1/metrics"), export_interval_millis=3_600_000
+        )
+        meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+        instrumentor = CoreVitalInstrumentor()
+        instrumentor.instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider,
+            capture_mode=capture_mode, risk_threshold=0.0,
+        )
+        try:
+            output = model.generate(ids, max_new_tokens=8, do_sample=False, tokenizer=tok, eos_token_id=None)
+        finally:
+            instrumentor.uninstrument()
+        assert reader.force_flush() and tracer_provider.force_flush()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+        spans = exported_spans(receiver)
+        wire = receiver.all_bytes()
+    assert len(spans) == 1 and receiver.bodies.get("/v1/metrics")
+    completion = tok.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+    return wire, spans[0], ids[0].tolist(), completion
+
+
+@pytest.mark.parametrize("capture_mode", ["summary", "full", "on_risk"])
+@pytest.mark.parametrize("content", [None, False], ids=["content env unset", "content env false"])
+def test_no_prompt_or_completion_text_on_the_wire(monkeypatch, capture_mode, content):
+    wire, span, _, completion = export_one_generation(monkeypatch, capture_mode, content)
+    words = PROMPT.split() + completion.split()
+    assert len(completion.split()) == 8
+    leaked = [word for word in words if word.encode() in wire]
+    assert not leaked, leaked
+    assert PREFIX.encode() not in wire  # no word of the vocabulary at all
+    if capture_mode != "summary":  # the full-trace payload went out, and it carries no text either
+        assert any(event.name.startswith("corevital.payload") for event in span.events)
+
+
+def test_content_capture_on_puts_the_text_on_the_wire(monkeypatch):
+    """Control: the same scan finds every word once the user opts in."""
+    wire, _, _, completion = export_one_generation(monkeypatch, "full", True)
+    for word in PROMPT.split() + completion.split():
+        assert word.encode() in wire, word
+
+
+def test_prompt_hash_is_a_sha256_of_model_id_and_token_ids(monkeypatch):
+    """The prompt is represented by a hash only: sha256 over the model id and the prompt's token
+    ids (docs/reliability.md). Anyone holding the same prompt can recompute it; nobody can read
+    the prompt out of it."""
+    wire, span, prompt_ids, _ = export_one_generation(monkeypatch, "summary", None)
+    attributes = {kv.key: kv.value for kv in span.attributes}
+    model_id = attributes["gen_ai.request.model"].string_value
+    expected = hashlib.sha256(f"{model_id}\nids\n{','.join(map(str, prompt_ids))}".encode()).hexdigest()
+    assert attributes["corevital.prompt.hash"].string_value == expected
