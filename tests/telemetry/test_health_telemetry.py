@@ -83,6 +83,11 @@ def llama():
     return build_llama()  # 3 decoder layers: layer 1 is the middle third
 
 
+@pytest.fixture(scope="module")
+def gpt2():
+    return build_gpt2()
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     for name in (MAX_STEP_EVENTS_ENV, PROFILE_OVERRIDES_ENV, CAPTURE_CONTENT_ENV):
@@ -211,9 +216,13 @@ def test_healthy_run_attributes_names_types_and_ranges(llama, telemetry, instrum
     assert events_named(span, SEQUENCE_EVENT) == []  # one sequence
 
 
-def test_default_profile_calls_a_random_model_critical(llama, telemetry, instrument):
+# The llama profile ships a risk model fitted on SmolLM2 (docs/evaluation.md); gpt2's keeps the
+# hand-set one, under which a random model's near-uniform next-token distribution is critical.
+
+
+def test_hand_set_risk_model_calls_a_random_model_critical(gpt2, telemetry, instrument):
     instrument()
-    llama.generate(prompt_ids(), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    gpt2.generate(prompt_ids(), max_new_tokens=6, min_new_tokens=6, do_sample=False)
     span = telemetry.only_span()
     assert span.attributes[RISK] >= 0.7
     assert span.attributes[HIGH_ENTROPY] == 6
@@ -235,10 +244,10 @@ def test_prompt_hash_uses_first_row_without_padding(llama, telemetry, instrument
     assert span.attributes[PROMPT_HASH] != prompt_hash(ids[0].tolist(), "LlamaForCausalLM")
 
 
-def test_warning_label_sets_langfuse_warning(llama, telemetry, instrument):
-    # the random model scores ~0.998: with critical only at 1.0 it is a warning
+def test_warning_label_sets_langfuse_warning(gpt2, telemetry, instrument):
+    # the random model scores ~0.998 under the hand-set model: with critical only at 1.0 it is a warning
     instrument(profile_overrides={"risk_threshold_warning": 0.5, "risk_threshold_critical": 1.0})
-    llama.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
+    gpt2.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     span = telemetry.only_span()
     assert 0.5 <= span.attributes[RISK] < 1.0
     assert span.attributes[LANGFUSE_LEVEL] == "WARNING"
@@ -563,13 +572,13 @@ def test_profile_overrides_from_env_json(llama, telemetry, instrument, monkeypat
     assert telemetry.only_span().attributes[RISK] < 0.4
 
 
-def test_bad_profile_overrides_env_is_logged_and_ignored(llama, telemetry, instrument, monkeypatch, caplog):
+def test_bad_profile_overrides_env_is_logged_and_ignored(gpt2, telemetry, instrument, monkeypatch, caplog):
     monkeypatch.setenv(PROFILE_OVERRIDES_ENV, '{"high_entropy_bitz": 3}')
     with caplog.at_level(logging.WARNING):
         instrument()
     messages = [r.getMessage() for r in caplog.records if PROFILE_OVERRIDES_ENV in r.getMessage()]
     assert messages and "high_entropy_bitz" in messages[0]
-    llama.generate(prompt_ids(), max_new_tokens=2, do_sample=False)
+    gpt2.generate(prompt_ids(), max_new_tokens=2, do_sample=False)
     assert telemetry.only_span().attributes[RISK] >= 0.7  # the shipped profile applies
 
 
