@@ -6,7 +6,6 @@ times steps. Writes are asynchronous tensor ops: nothing here waits for the devi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,6 @@ from .layout import ModelLayout
 REPETITION_LAGS = 32
 # an extra forward may run before generate notices it has finished (deferred stop checks)
 _EXTRA_STEPS = 2
-_LN2 = math.log(2.0)
 # the device buffer holds these; surprisal, known a step later, has its own buffer
 DEVICE_LOGIT_STATS = ("entropy", "margin", "topk_mass", "max_prob", "nan_count", "inf_count")
 
@@ -140,8 +138,7 @@ class StepBuffers:
             if self.ring is not None:
                 self.ring = self.ring.index_select(1, parents)
         if log_probs is not None:
-            chosen = log_probs.gather(1, tokens[:, None].long()).squeeze(1)
-            self.surprisal[step - 1] = -chosen / _LN2
+            self.surprisal[step - 1] = stats.chosen_surprisal_bits(log_probs, tokens)
         if self.row_hashes is not None:
             previous = self.row_hashes[step - 1]
             if parents is not None:

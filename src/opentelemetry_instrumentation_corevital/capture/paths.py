@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -10,8 +9,8 @@ import numpy as np
 from ..summaries import ATTENTION_STATS, LOGIT_STATS, RunSummaries
 from . import hashing
 from .buffers import DEVICE_LOGIT_STATS, HostSummaries
+from .stats import LN2
 
-_LN2 = math.log(2.0)
 _SURPRISAL = LOGIT_STATS.index("surprisal")
 
 
@@ -52,12 +51,12 @@ def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int, tokens: np.nd
     if host.eos_log_probs is not None:
         for column, eos in enumerate(host.eos_token_ids):
             n_idx, t_idx = np.nonzero(tokens == eos)
-            out[n_idx, t_idx] = -host.eos_log_probs[t_idx, paths[n_idx, t_idx], column] / _LN2
+            out[n_idx, t_idx] = -host.eos_log_probs[t_idx, paths[n_idx, t_idx], column] / LN2
     if host.forwards > steps:
         # an extra forward ran after the last returned token; its rows match the full sequences
         out[:, steps - 1] = host.surprisal[steps - 1, paths[:, -1]] if host.row_hashes is None else np.nan
     elif host.last_token_log_probs is not None:
-        out[:, steps - 1] = -host.last_token_log_probs[paths[:, -1], np.arange(n_seq)] / _LN2
+        out[:, steps - 1] = -host.last_token_log_probs[paths[:, -1], np.arange(n_seq)] / LN2
     return out
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .stats import LN2
+
 SPARSE_THRESHOLD = 0.01
 SPARSE_CAP_PER_HEAD = 256
 # prompt attention is recomputed for at most this many evenly spaced query rows (the last one
@@ -20,7 +22,6 @@ SPARSE_CAP_PER_HEAD = 256
 MAX_PROMPT_QUERIES = 512
 _KEYS_PER_QUERY = 8
 _CHUNK_BYTES = 16 * 1024 * 1024  # bounds the transient per-chunk tensors (logits and scores, float32)
-_LN2 = math.log(2.0)
 
 
 @dataclass
@@ -124,7 +125,7 @@ class PromptProbe:
         for start in range(0, hidden.shape[1], chunk):
             logits = torch.nn.functional.linear(hidden[:, start : start + chunk], lm_head.weight, lm_head.bias)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-            parts.append(-log_probs.gather(-1, targets[:, start : start + chunk, None]).squeeze(-1) / _LN2)
+            parts.append(-log_probs.gather(-1, targets[:, start : start + chunk, None]).squeeze(-1) / LN2)
         self.surprisal = torch.cat(parts, dim=1)
 
     def to_host(self) -> PromptSummaries:

@@ -9,12 +9,17 @@ import math
 
 import torch
 
-_LN2 = math.log(2.0)
+LN2 = math.log(2.0)  # nats -> bits
 TOP_K_MASS = 10
 
 
 def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
-    return torch.special.entr(probs).sum(-1) / _LN2
+    return torch.special.entr(probs).sum(-1) / LN2
+
+
+def chosen_surprisal_bits(log_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probs [R, V] and each row's chosen token [R] -> the token's surprisal in bits [R]."""
+    return -log_probs.gather(1, tokens.to(log_probs.device)[:, None].long()).squeeze(1) / LN2
 
 
 def logit_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,6 @@ and a recalibrated risk model or profile applies here too.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +21,9 @@ from ..analysis.risk import risk_features_of, risk_score
 from ..analysis.sequence import sequence_view
 from ..capture.buffers import HostSummaries
 from ..capture.paths import resolve_paths
+from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS, RunSummaries
 
-_LN2 = math.log(2.0)
 _SURPRISAL = LOGIT_STATS.index("surprisal")
 _MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads", "cross_heads")
 
@@ -72,9 +71,8 @@ class _HostMirror:
             if end > start:
                 self.arrays[name][start:end] = tensor[start:end].cpu().numpy()
                 self.filled[name] = end
-        # the same formula as capture.buffers.record_chosen_tokens, on the same log-probs
-        chosen = buffers.log_probs.gather(1, tokens.to(buffers.device)[:, None].long()).squeeze(1)
-        self.arrays["surprisal"][step] = (-chosen / _LN2).cpu().numpy()
+        # capture.buffers records this at the next forward, from the same log-probs
+        self.arrays["surprisal"][step] = chosen_surprisal_bits(buffers.log_probs, tokens).cpu().numpy()
 
     def host_summaries(self, buffers, forwards: int) -> HostSummaries:
         def take(name):
