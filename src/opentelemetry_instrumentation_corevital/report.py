@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import rag as rag_attributes
+from .analysis.health import HealthFlags
 from .summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from .telemetry import attributes as attrs
 from .telemetry.payload import (
@@ -173,15 +174,6 @@ class Intervention(_Model):
 # -- per sequence -----------------------------------------------------------------------------
 
 
-class HealthFlagsResult(_Model):
-    nan_detected: bool = False
-    inf_detected: bool = False
-    attention_collapse_detected: bool = False
-    high_entropy_steps: int = 0
-    repetition_loop_detected: bool = False
-    mid_layer_anomaly_detected: bool = False
-
-
 class RepetitionResult(_Model):
     start_step: int
     end_step: int
@@ -193,7 +185,7 @@ class SequenceResult(_Model):
 
     index: int
     valid_steps: int = 0
-    flags: HealthFlagsResult = Field(default_factory=HealthFlagsResult)
+    flags: HealthFlags = Field(default_factory=HealthFlags)
     features: dict[str, float | None] = Field(default_factory=dict)
     risk_score: float | None = None
     risk_factors: list[str] = Field(default_factory=list)
@@ -217,7 +209,7 @@ class AggregateResult(_Model):
     risk_score: float | None = None
     label: str | None = None
     risk_factors: list[str] = Field(default_factory=list)
-    flags: HealthFlagsResult = Field(default_factory=HealthFlagsResult)
+    flags: HealthFlags = Field(default_factory=HealthFlags)
     blamed_layers: list[int] = Field(default_factory=list)
     failure_risk: float | None = None
     warning_signals: list[str] = Field(default_factory=list)
