@@ -50,7 +50,7 @@ def _main(argv) -> int:
 
 
 def _dispatch(argv) -> int:
-    from ..store import StoreError, StoreLockedError
+    from ..store.schema import StoreError, StoreLockedError
     from .parser import build_parser
 
     args = build_parser().parse_args(argv)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..store.runs import RISK_LABELS
-from ..store.schema import BUSY_TIMEOUT_S, DEFAULT_DB_PATH
+from ..store.schema import BUSY_TIMEOUT_S, DEFAULT_DB_PATH, RISK_LABELS
 from .errors import CliError
 
 CAPTURE_CHOICES = ("summary", "full", "on_risk")
@@ -39,7 +38,9 @@ def _db_option(parser) -> None:
 def _add_run(commands) -> None:
     run = commands.add_parser("run", help="generate once under CoreVital and print the health report")
     run.add_argument("--model", help="model folder (save_pretrained), .gguf file or cached hub id; default: SmolLM2-135M-Instruct")
-    run.add_argument("--prompt", required=True, help="the user message")
+    run.add_argument("prompt", nargs="?", metavar="PROMPT", help="the user message (or --prompt TEXT, or --prompt-file FILE)")
+    run.add_argument("--prompt", dest="prompt_option", metavar="TEXT", help="the user message, as an option")
+    run.add_argument("--prompt-file", metavar="FILE", help="read the user message from a UTF-8 text file ('-': standard input)")
     run.add_argument("--max-new-tokens", type=int, default=40, help="default: %(default)s")
     run.add_argument("--capture", choices=CAPTURE_CHOICES, help="capture mode (default: OTEL_INSTRUMENTATION_COREVITAL_CAPTURE_MODE or summary)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..report import Report
 from .records import FLAG_NAMES, is_corevital_span, report_of_document, run_row, span_document
-from .schema import BUSY_TIMEOUT_S, UnknownRunError, connect, translate_errors
+from .schema import BUSY_TIMEOUT_S, UnknownRunError, check_writable, connect, translate_errors
 
 #: the columns `list` returns, in display order
 LIST_COLUMNS = (
@@ -33,7 +33,6 @@ LIST_COLUMNS = (
     "trace_id",
     "service_name",
 )
-RISK_LABELS = ("healthy", "warning", "critical")
 
 
 @dataclass(frozen=True)
@@ -95,14 +94,8 @@ class RunStore:
         self.timeout_s = timeout_s
 
     def check_writable(self) -> None:
-        """Create the store if needed and take the write lock once, so a bad or locked file fails early."""
-        connection = self._connect(create=True)
-        try:
-            with translate_errors(self.path):
-                connection.execute("BEGIN IMMEDIATE")
-                connection.execute("ROLLBACK")
-        finally:
-            connection.close()
+        """Fail now, writing nothing, if a run could not be stored later (see schema.check_writable)."""
+        check_writable(self.path, self.timeout_s)
 
     def _connect(self, *, create: bool):
         return connect(self.path, create=create, timeout_s=self.timeout_s)
