@@ -5,17 +5,24 @@ comparing need, plus the whole span (attributes, events including the full-trace
 resource) as JSON in `span_json`, so `Report` can be rebuilt exactly. The schema version is
 kept in `PRAGMA user_version` and in `meta`. WAL journal and a busy timeout let several
 processes write at once; every write is one `BEGIN IMMEDIATE` transaction.
+
+Invariant: nothing is written to a file (no schema, no pragma, no journal switch) before it
+is recognised as a run store of this version or found empty; any other file (another
+application's database, a corrupt, locked or newer-schema one) is left byte for byte as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 SCHEMA_VERSION = 1
 DEFAULT_DB_PATH = "corevital.db"
 BUSY_TIMEOUT_S = 10.0
+#: the values of the risk_label column
+RISK_LABELS = ("healthy", "warning", "critical")
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -75,41 +82,68 @@ def connect(path: str | Path, *, create: bool = True, timeout_s: float = BUSY_TI
     path = Path(path)
     if not create and not path.is_file():
         raise StoreError(f"no run store at {path}: run `corevital run` first or pass --db PATH")
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory, not a run store: pass a file path with --db")
-    if create and not path.parent.exists():
-        raise StoreError(f"cannot create the run store {path}: folder {path.parent} does not exist")
-    try:
-        connection = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the run store {path}: {exc}") from None
+    _check_path(path)
+    connection = _open(path, timeout_s)
     try:
         with translate_errors(path):
-            _initialise(connection, create, timeout_s)
+            _initialise(connection, create)
     except BaseException:
         connection.close()
         raise
     return connection
 
 
-def _initialise(connection: sqlite3.Connection, create: bool, timeout_s: float) -> None:
-    connection.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
+def check_writable(path: str | Path, timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """Raise StoreError now if `path` could not take a run later; creates and writes nothing.
+
+    An existing file must be a run store of this version (or an empty database) whose write
+    lock is free within `timeout_s`; a new file needs an existing, writable folder.
+    """
+    path = Path(path)
+    _check_path(path)
+    if not path.exists():
+        if not os.access(path.parent, os.W_OK):
+            raise StoreError(f"cannot create the run store {path}: folder {path.parent} is not writable")
         return
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"schema version {version} was written by a newer corevital (this one reads {SCHEMA_VERSION}): upgrade"
-        )
+    connection = _open(path, timeout_s)
+    try:
+        with translate_errors(path):
+            _check_schema(connection)
+            connection.execute("BEGIN IMMEDIATE")  # takes the write lock, writes nothing
+            connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+def _check_path(path: Path) -> None:
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a run store: pass a file path with --db")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create the run store {path}: folder {path.parent} does not exist")
+
+
+def _open(path: Path, timeout_s: float) -> sqlite3.Connection:
+    try:
+        connection = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the run store {path}: {exc}") from None
+    connection.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")  # this connection only; writes nothing
+    return connection
+
+
+def _initialise(connection: sqlite3.Connection, create: bool) -> None:
+    """Recognise the file before anything is written to it; create the schema only in an empty one.
+
+    The journal mode is switched to WAL only once the file holds our schema: a refused file
+    (another application's database, a newer schema) keeps every byte, header included.
+    """
+    if _check_schema(connection):
+        return
     if not create:
         raise StoreError("it holds no CoreVital runs (no schema); pass the path of a run store with --db")
-    connection.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
     connection.execute("BEGIN IMMEDIATE")
     try:
-        # another process may have created the schema while we waited for the lock
-        if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
-            if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StoreError("it is an SQLite database of something else (no CoreVital schema); pick another --db")
+        if not _check_schema(connection):  # another process may have created it while we waited for the lock
             for statement in _TABLES.split(";"):
                 if statement.strip():
                     connection.execute(statement)
@@ -119,6 +153,31 @@ def _initialise(connection: sqlite3.Connection, create: bool, timeout_s: float) 
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+    connection.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+
+
+def _check_schema(connection: sqlite3.Connection) -> bool:
+    """True for a run store of this schema version, False for an empty database; raises StoreError otherwise.
+
+    Reads only. A run store is recognised by its `meta` and `runs` tables and the
+    `schema_version` entry of `meta`; any other database is somebody else's.
+    """
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if not tables and version == 0:
+        return False
+    recognised = {"meta", "runs"} <= tables and connection.execute(
+        "SELECT 1 FROM meta WHERE key = 'schema_version'"
+    ).fetchone() is not None
+    if not recognised:
+        raise StoreError("it is an SQLite database of something else (no CoreVital schema); pick another --db")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"schema version {version} was written by a newer corevital (this one reads {SCHEMA_VERSION}): upgrade"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(f"schema version {version} is not one this corevital reads ({SCHEMA_VERSION}); pick another --db")
+    return True
 
 
 @contextlib.contextmanager
