@@ -117,6 +117,10 @@ def _error(args, capsys) -> tuple[int, str]:
 
 def test_bad_run_input_gives_one_line_and_exit_2(tmp_path, llama_dir, vit_dir, capsys):
     db = ["--db", str(tmp_path / "runs.db"), "--quiet"]
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n")
     cases = [
         (["run", "--prompt", "   ", *db], "--prompt is empty"),
         (["run", "--model", str(tmp_path / "missing"), "--prompt", "hi", *db], "no such folder"),
@@ -129,11 +133,31 @@ def test_bad_run_input_gives_one_line_and_exit_2(tmp_path, llama_dir, vit_dir, c
         (["run", "--model", str(llama_dir), "--prompt", "hi", "--json", str(tmp_path / "no" / "r.json"), *db], "does not exist"),
         (["run", "--prompt"], "expected one argument"),
         (["runs", "frobnicate"], "invalid choice"),
+        (["run", "--model", str(llama_dir), *db], "no prompt"),
+        (["run", "hi", "--prompt", "hi", "--model", str(llama_dir), *db], "given twice (PROMPT and --prompt)"),
+        (["run", "--prompt-file", str(tmp_path / "none.txt"), "--model", str(llama_dir), *db], "no such file"),
+        (["run", "--prompt-file", str(latin1), "--model", str(llama_dir), *db], "not UTF-8 text"),
+        (["run", "--prompt-file", str(blank), "--model", str(llama_dir), *db], "is empty"),
+        (["run", "caf\udce9", "--model", str(llama_dir), *db], "PROMPT: not valid UTF-8"),
     ]
     for args, expected in cases:
         code, line = _error(args, capsys)
         assert code == 2, (args, line)
         assert expected in line, (args, line)
+    assert not (tmp_path / "runs.db").exists()  # nothing is created for a run that cannot happen
+
+
+def test_prompt_as_argument_option_or_file_gives_the_same_run(tmp_path, llama_dir, capsys):
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("zq5 zq6 zq7\n", encoding="utf-8")
+    hashes = []
+    for how in (["zq5 zq6 zq7"], ["--prompt", "zq5 zq6 zq7"], ["--prompt-file", str(prompt_file)]):
+        out = tmp_path / "run.json"
+        code, _, err = cli_main(["run", *how, "--model", str(llama_dir), "--max-new-tokens", "3", "--no-store",
+                                 "--quiet", "--json", str(out)], capsys)
+        assert code == 0, err
+        hashes.append(Report.model_validate_json(out.read_text()).prompt_hash)
+    assert hashes[0] == hashes[1] == hashes[2] is not None
 
 
 def test_bad_rag_file_names_the_key(tmp_path, llama_dir, capsys):

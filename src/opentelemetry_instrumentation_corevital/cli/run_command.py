@@ -13,14 +13,13 @@ from .progress import Progress, TokenCounter
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if not prompt or not prompt.strip():
-        raise CliError("--prompt is empty; pass the text to generate from, e.g. --prompt 'Name three colours.'")
+    # every argument is checked before the model loads; the store is created only once a run is there to keep
+    prompt = _prompt(args)
     _check_sampling(args)
     rag = _rag_context(args.rag_context)
     if args.json:
         check_writable(args.json, "--json")
-    store = _store(args)  # a locked or corrupt store fails before the model loads
+    store = _store(args)  # a locked, corrupt or foreign store fails here, and is not written to
 
     from ..analysis import prompt_hash
     from ..report import Report
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     telemetry = otel.set_up(prompt_hash(prompt, ""))
     try:
-        completion = _generate(args, telemetry, rag)
+        completion = _generate(args, prompt, telemetry, rag)
         spans = telemetry.spans.get_finished_spans()
     finally:
         telemetry.shutdown()
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(args, telemetry, rag) -> str:
+def _generate(args, prompt: str, telemetry, rag) -> str:
     """Load the model, generate once under the instrumentation; returns the completion text."""
     import transformers
 
@@ -57,7 +56,7 @@ def _generate(args, telemetry, rag) -> str:
         device = models.resolve_device(args.device)
         with Progress(f"Loading {args.model or 'SmolLM2-135M-Instruct (default)'}", enabled=not args.quiet):
             loaded = models.load(args.model, device)
-        inputs = _inputs(loaded.tokenizer, args.prompt, args.chat_template).to(device)
+        inputs = _inputs(loaded.tokenizer, prompt, args.chat_template).to(device)
         options = _generate_options(args, loaded.tokenizer)
         with Progress("Generating", enabled=not args.quiet) as progress:
             counter = TokenCounter(progress, args.max_new_tokens)
@@ -108,6 +107,40 @@ def _store(args):
     store = RunStore(args.db, args.db_timeout)
     store.check_writable()
     return store
+
+
+def _prompt(args) -> str:
+    """The prompt from PROMPT, --prompt or --prompt-file (exactly one), as valid, non-empty text."""
+    given = [(name, value) for name, value in (("PROMPT", args.prompt), ("--prompt", args.prompt_option),
+                                               ("--prompt-file", args.prompt_file)) if value is not None]
+    if not given:
+        raise CliError("no prompt: pass it as `corevital run \"Name three colours.\"`, --prompt TEXT or --prompt-file FILE")
+    if len(given) > 1:
+        raise CliError(f"the prompt is given twice ({' and '.join(name for name, _ in given)}); pass only one")
+    name, value = given[0]
+    if name == "--prompt-file":
+        name, value = f"--prompt-file {value}", _read_prompt_file(value)
+    else:
+        try:
+            value.encode("utf-8")  # undecodable bytes on the command line arrive as lone surrogates
+        except UnicodeEncodeError:
+            raise CliError(f"{name}: not valid UTF-8 text; pass UTF-8 (or a UTF-8 file with --prompt-file)") from None
+    if not value.strip():
+        raise CliError(f"{name} is empty; pass the text to generate from, e.g. corevital run 'Name three colours.'")
+    return value
+
+
+def _read_prompt_file(path: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"--prompt-file {path}: no such file") from None
+    except OSError as exc:
+        raise CliError(f"--prompt-file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8-sig").rstrip("\r\n")  # the file's last line break is not part of the prompt
+    except UnicodeDecodeError as exc:
+        raise CliError(f"--prompt-file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def _rag_context(path: str | None):
