@@ -9,9 +9,7 @@ import json
 import sys
 from datetime import datetime, timezone
 
-from ..store import RunFilter, RunStore
-from ..store.runs import LIST_COLUMNS
-from .render import render, use_colour
+from ..store.runs import LIST_COLUMNS, RunFilter, RunStore
 
 _TABLE_COLUMNS = (
     ("run_id", "run id"),
@@ -39,6 +37,8 @@ def runs(args: argparse.Namespace) -> int:
         if args.json:
             print(report.model_dump_json(indent=2))
         else:
+            from .render import render, use_colour  # the report model: only `show` needs it
+
             print(render(report, colour=use_colour(sys.stdout)))
     else:
         comparisons = [c.as_dict() for c in store.compare(args.model or (), _filter(args))]

@@ -9,12 +9,12 @@ JSON, so nothing the instrumentation recorded is lost; the other columns are der
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace import Event
-
-from ..report import Report
 from ..telemetry import attributes as attrs
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 SCOPE_NAME = "opentelemetry_instrumentation_corevital"
 
@@ -70,6 +70,11 @@ def span_document(span) -> dict[str, Any]:
 
 
 def report_of_document(document: dict[str, Any]) -> Report:
+    # imported here: the report model takes longer to import than `corevital runs list` takes to run
+    from opentelemetry.sdk.trace import Event
+
+    from ..report import Report
+
     return Report.from_parts(
         name=document["name"],
         attributes=document["attributes"],

@@ -7,11 +7,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..report import Report
 from .records import FLAG_NAMES, is_corevital_span, report_of_document, run_row, span_document
 from .schema import BUSY_TIMEOUT_S, UnknownRunError, check_writable, connect, translate_errors
+
+if TYPE_CHECKING:
+    from ..report import Report
 
 #: the columns `list` returns, in display order
 LIST_COLUMNS = (
