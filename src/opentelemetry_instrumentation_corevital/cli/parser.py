@@ -50,6 +50,8 @@ def _add_run(commands) -> None:
     sampling.add_argument("--top-p", type=float)
     sampling.add_argument("--top-k", type=int)
     sampling.add_argument("--seed", type=int, help="torch seed, for a reproducible sampled run")
+    sampling.add_argument("--num-return-sequences", type=int, default=1, metavar="N",
+                          help="sample N answers in one batch (needs sampling; default: %(default)s)")
     run.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
                      help="wrap the prompt in the tokenizer's chat template (auto: when it has one)")
     run.add_argument("--rag-context", metavar="FILE",

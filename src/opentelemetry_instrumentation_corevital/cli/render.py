@@ -1,7 +1,13 @@
-"""The terminal health report of one run: risk, flags, narrative, entropy sparkline, blamed layers."""
+"""The terminal health report of one run: risk, flags, narrative, entropy sparkline, blamed layers, text.
+
+With colour, the text is shown token by token, each token coloured by its step's entropy
+(the prompt's tokens by their surprisal), with a legend; without colour (not a terminal,
+NO_COLOR, TERM=dumb) it is plain text.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -9,12 +15,19 @@ import textwrap
 from datetime import datetime, timezone
 
 from ..html_report.series import rag_summary, step_series
+from ..html_report.tokens import TOKEN_TEXT_KEY, Token, TokenText, completion_lines, prompt_tokens
 from ..report import Report
 from ..store.records import raised_flags
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 _LABEL_COLOURS = {"healthy": "32", "warning": "33", "critical": "31"}  # green, yellow, red
 SPARKLINE_WIDTH = 60
+#: per statistic: (upper bound in bits, ANSI colour, legend text), lowest band first
+COLOUR_BANDS = {
+    "entropy": ((1.0, "32", "<1"), (3.0, "36", "1-3"), (5.0, "33", "3-5"), (math.inf, "31", ">=5 bits")),
+    "surprisal": ((2.0, "32", "<2"), (6.0, "36", "2-6"), (10.0, "33", "6-10"), (math.inf, "31", ">=10 bits")),
+}
+_FLAGGED, _LOOP, _UNRECORDED = "4", "7", "2"  # underline, inverse, dim
 
 
 def use_colour(stream) -> bool:
@@ -40,7 +53,23 @@ def sparkline(values: list[float | None], width: int = SPARKLINE_WIDTH, floor: f
     )
 
 
-def render(report: Report, *, colour: bool = False, completion: str | None = None, run_id: str | None = None) -> str:
+def report_json(report: Report, token_text: TokenText | None) -> str:
+    """The Report as JSON, with the run's token text under TOKEN_TEXT_KEY when there is some (a local file)."""
+    document = json.loads(report.model_dump_json())
+    if token_text is not None:
+        document[TOKEN_TEXT_KEY] = token_text.to_json()
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+def render(
+    report: Report,
+    *,
+    colour: bool = False,
+    completion: str | None = None,
+    token_text: TokenText | None = None,
+    run_id: str | None = None,
+) -> str:
+    """`completion`: the generated text as printed without colour; by default, the text of `token_text`."""
     width = min(100, shutil.get_terminal_size((100, 24)).columns)
 
     def paint(text: str, code: str) -> str:
@@ -75,10 +104,81 @@ def render(report: Report, *, colour: bool = False, completion: str | None = Non
     if report.narrative:
         lines.append("")
         lines += textwrap.wrap(report.narrative, width=width)
-    if completion is not None:
-        lines += ["", paint("completion", "1")]
-        lines += [textwrap.indent(part, "  ") for part in textwrap.wrap(completion, width=width - 2) or ["(empty)"]]
+    lines += _text_lines(report, colour, completion, token_text, width, paint)
     return "\n".join(lines)
+
+
+def _text_lines(report: Report, colour: bool, completion: str | None, token_text: TokenText | None, width: int, paint) -> list[str]:
+    token_lines = completion_lines(report, token_text)
+    if colour and token_lines:
+        lines = []
+        prompt = prompt_tokens(report, token_text)
+        if prompt is not None and any(t.values["surprisal"] is not None for t in prompt):
+            lines += ["", paint("prompt", "1") + "  " + _legend("surprisal", paint, loop=False)]
+            lines += _coloured(prompt, "surprisal", width)
+        lines += ["", paint("completion", "1") + "  " + _legend("entropy", paint, loop=any(t.loop for t in token_lines))]
+        for line in token_lines:
+            if len(token_lines) > 1:
+                lines.append(f"  sequence {line.sequence}")
+            if line.gaps:
+                lines.append(paint(f"  (sampled steps only, from {line.source}; ... marks steps without text)", _UNRECORDED))
+            lines += _coloured(line.tokens, "entropy", width)
+        return lines
+    if completion is not None:
+        texts = [(None, completion)]
+    else:
+        complete = [line for line in token_lines if not line.gaps]
+        texts = [(line.sequence if len(complete) > 1 else None, "".join(t.text for t in line.tokens)) for line in complete]
+    if not texts:
+        return []
+    lines = ["", paint("completion", "1")]
+    for sequence, text in texts:
+        if sequence is not None:
+            lines.append(f"  sequence {sequence}")
+        lines += [textwrap.indent(part, "  ") for part in textwrap.wrap(text, width=width - 2) or ["(empty)"]]
+    return lines
+
+
+def _legend(stat: str, paint, *, loop: bool) -> str:
+    keys = [paint(f"■ {label}", code) for _, code, label in COLOUR_BANDS[stat]]
+    marks = [paint("flagged step", _FLAGGED)] + ([paint("repetition loop", _LOOP)] if loop else [])
+    return f"{stat}: " + " ".join(keys) + "  " + " ".join(marks)
+
+
+def _coloured(tokens: list[Token], stat: str, width: int) -> list[str]:
+    """Tokens painted by `stat`, wrapped at token boundaries (ANSI codes take no columns), indented by two."""
+    lines, current, column = [], "  ", 2
+    previous_step = None
+    for token in tokens:
+        if previous_step is not None and token.step is not None and token.step - previous_step > 1:
+            current, column = current + "\033[2m...\033[0m", column + 3
+        previous_step = token.step
+        for index, part in enumerate(token.text.split("\n")):
+            if index:
+                lines.append(current)
+                current, column = "  ", 2
+            if not part:
+                continue
+            if column + len(part) > width and column > 2:
+                lines.append(current)
+                current, column = "  ", 2
+                part = part.lstrip(" ")
+            current += f"\033[{_codes(token, stat)}m{part}\033[0m"
+            column += len(part)
+    return lines + [current]
+
+
+def _codes(token: Token, stat: str) -> str:
+    value = token.values.get(stat)
+    if value is None or not math.isfinite(value):
+        codes = [_UNRECORDED]
+    else:
+        codes = [next(code for upper, code, _ in COLOUR_BANDS[stat] if value < upper)]
+    if token.flagged:
+        codes.append(_FLAGGED)
+    if token.in_loop:
+        codes.append(_LOOP)
+    return ";".join(codes)
 
 
 def _entropy_lines(report: Report) -> list[str]:

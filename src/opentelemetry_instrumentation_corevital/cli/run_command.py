@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -27,18 +28,18 @@ def run(args: argparse.Namespace) -> int:
 
     telemetry = otel.set_up(prompt_hash(prompt, ""))
     try:
-        completion = _generate(args, prompt, telemetry, rag)
+        completion, token_text = _generate(args, prompt, telemetry, rag)
         spans = telemetry.spans.get_finished_spans()
     finally:
         telemetry.shutdown()
     if not spans:
         raise CliError("generate ran but no CoreVital span was recorded (is OTEL_SDK_DISABLED set?)", FAILURE)
-    _print_results(args, Report.from_span(spans[-1]), completion, store, spans, telemetry)
+    _print_results(args, Report.from_span(spans[-1]), completion, token_text, store, spans, telemetry)
     return 0
 
 
-def _generate(args, prompt: str, telemetry, rag) -> str:
-    """Load the model, generate once under the instrumentation; returns the completion text."""
+def _generate(args, prompt: str, telemetry, rag):
+    """Load the model, generate once under the instrumentation; returns the completion and its TokenText."""
     import transformers
 
     from .. import CoreVitalInstrumentor
@@ -70,24 +71,26 @@ def _generate(args, prompt: str, telemetry, rag) -> str:
         hf_logging.set_verbosity(verbosity)
         if progress_bars:
             hf_logging.enable_progress_bar()
-    return _completion(loaded, inputs, output)
+    token_text = _token_text(loaded, inputs, output)
+    # several answers: the report shows each one from its tokens
+    return (_completion(loaded, inputs, output) if len(output) == 1 else None), token_text
 
 
-def _print_results(args, report, completion: str, store, spans, telemetry) -> None:
-    from .render import render, use_colour
+def _print_results(args, report, completion: str | None, token_text, store, spans, telemetry) -> None:
+    from .render import render, report_json, use_colour
 
     json_to_stdout = args.json == "-"
     out = sys.stderr if json_to_stdout else sys.stdout  # with --json -, stdout carries the JSON alone
-    print(render(report, colour=use_colour(out), completion=completion), file=out)
+    print(render(report, colour=use_colour(out), completion=completion, token_text=token_text), file=out)
     if args.json:
-        text = report.model_dump_json(indent=2)
+        text = report_json(report, token_text)
         if json_to_stdout:
             print(text)
         else:
             write_atomically(Path(args.json), text + "\n")
             print(f"\nReport JSON written to {args.json}", file=out)
     if store is not None:
-        store.add_spans(spans)
+        store.add_spans(spans, token_text={report.span_id: token_text.to_json()})
         print(
             f"\nStored as run {report.span_id} in {store.path}  "
             f"(corevital runs show {report.span_id} | corevital report {report.span_id} --html report.html)",
@@ -167,13 +170,21 @@ def _check_sampling(args) -> None:
         raise CliError(f"--top-p {args.top_p}: must be in (0, 1]")
     if args.top_k is not None and args.top_k < 1:
         raise CliError(f"--top-k {args.top_k}: must be at least 1")
+    if args.num_return_sequences < 1:
+        raise CliError(f"--num-return-sequences {args.num_return_sequences}: must be at least 1")
+    if args.num_return_sequences > 1 and not _sampling(args):
+        raise CliError(f"--num-return-sequences {args.num_return_sequences}: greedy decoding returns one answer; add --sample")
+
+
+def _sampling(args) -> bool:
+    return args.sample or any(v is not None for v in (args.temperature, args.top_p, args.top_k))
 
 
 def _generate_options(args, tokenizer) -> dict:
     import torch
 
-    sampling = args.sample or any(v is not None for v in (args.temperature, args.top_p, args.top_k))
-    options = {"max_new_tokens": args.max_new_tokens, "do_sample": sampling}
+    sampling = _sampling(args)
+    options = {"max_new_tokens": args.max_new_tokens, "do_sample": sampling, "num_return_sequences": args.num_return_sequences}
     if sampling:
         options.update({k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p), ("top_k", args.top_k)) if v is not None})
     if args.seed is not None:
@@ -201,6 +212,42 @@ def _completion(loaded, inputs, output) -> str:
     if not loaded.model.config.is_encoder_decoder:
         ids = ids[inputs["input_ids"].shape[1]:]
     return loaded.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _token_text(loaded, inputs, output):
+    """The prompt's and every returned sequence's tokens as text (decoding step i -> completion[row][i])."""
+    from ..html_report.tokens import TokenText
+
+    prompt_ids = inputs["input_ids"][0].tolist()
+    start = 1 if loaded.model.config.is_encoder_decoder else len(prompt_ids)  # seq2seq rows start with the decoder start token
+    eos = loaded.model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    completion = [_pieces(loaded.tokenizer, _until_stop(row[start:].tolist(), stops)) for row in output]
+    return TokenText(completion=completion, prompt=_pieces(loaded.tokenizer, prompt_ids))
+
+
+def _until_stop(ids: list[int], stops: set[int]) -> list[int]:
+    """The ids up to and including the first stop token: what follows in a batch is padding."""
+    for index, token in enumerate(ids):
+        if token in stops:
+            return ids[: index + 1]
+    return ids
+
+
+def _pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Each token's share of the decoded text: what decoding one more token adds.
+
+    Decoding tokens one at a time would split multi-byte characters and lose the spaces that
+    SentencePiece and byte-level BPE attach to their neighbours; the difference of growing
+    prefixes gives every character to the token that completes it.
+    """
+    pieces, decoded = [], ""
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        shared = len(os.path.commonprefix([decoded, text]))
+        pieces.append(text[shared:])
+        decoded = text
+    return pieces
 
 
 def _first_line(exc: Exception) -> str:

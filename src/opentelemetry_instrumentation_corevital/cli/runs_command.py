@@ -33,13 +33,15 @@ def runs(args: argparse.Namespace) -> int:
             row["time"] = _iso(row["start_time_unix_nano"])
         _emit(rows, args.format, ("time", *LIST_COLUMNS), _TABLE_COLUMNS, empty="no runs match")
     elif args.runs_command == "show":
-        report = store.report(args.run_id)
-        if args.json:
-            print(report.model_dump_json(indent=2))
-        else:
-            from .render import render, use_colour  # the report model: only `show` needs it
+        from ..html_report.tokens import TokenText
+        from .render import render, report_json, use_colour  # the report model: only `show` needs it
 
-            print(render(report, colour=use_colour(sys.stdout)))
+        report = store.report(args.run_id)
+        token_text = TokenText.from_json(store.token_text(args.run_id))
+        if args.json:
+            print(report_json(report, token_text))
+        else:
+            print(render(report, colour=use_colour(sys.stdout), token_text=token_text))
     else:
         comparisons = [c.as_dict() for c in store.compare(args.model or (), _filter(args))]
         columns = tuple(comparisons[0]) if comparisons else _COMPARE_COLUMNS

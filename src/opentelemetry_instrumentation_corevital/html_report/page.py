@@ -13,8 +13,9 @@ from html import escape
 
 from ..report import Report
 from ..store.records import raised_flags
-from . import svg
+from . import svg, token_view
 from .series import layer_grid, rag_summary, shown_sequence, step_series
+from .tokens import TokenText
 
 _LABEL_CLASS = {"healthy": "ok", "warning": "warn", "critical": "bad"}
 _TIMELINES = (
@@ -48,7 +49,7 @@ svg line.mark{stroke:#dc2626;stroke-dasharray:3 3;stroke-width:1.2}
 #tip{position:absolute;pointer-events:none;background:#0f172a;color:#fff;font-size:12px;padding:3px 7px;border-radius:4px;white-space:nowrap}
 details>summary{cursor:pointer;font-weight:600;margin:8px 0}
 code{background:#f1f5f9;padding:0 3px;border-radius:3px}
-"""
+""" + token_view.CSS
 
 _SCRIPT = """
 (function () {
@@ -63,25 +64,40 @@ _SCRIPT = """
     tip.style.left = (event.pageX + 12) + "px";
     tip.style.top = (event.pageY + 12) + "px";
   });
+  document.querySelectorAll("select.sequence").forEach(function (select) {  // one sequence of a batch at a time
+    function show() {
+      document.querySelectorAll('.tokens[data-run="' + select.dataset.run + '"]').forEach(function (block) {
+        block.hidden = block.dataset.sequence !== select.value;
+      });
+    }
+    select.addEventListener("change", show);
+    show();
+  });
   document.documentElement.setAttribute("data-charts", String(document.querySelectorAll("svg.chart").length));
 })();
 """
 
 
-def build_page(reports: list[Report], names: list[str] | None = None) -> str:
-    """The HTML page for one report, or a compare view for several (`names` label them)."""
+def build_page(
+    reports: list[Report], names: list[str] | None = None, token_texts: list[TokenText | None] | None = None
+) -> str:
+    """The HTML page for one report, or a compare view for several (`names` label them).
+
+    `token_texts`: per report, the text `corevital run` kept for it (local store or --json file).
+    """
     if not reports:
         raise ValueError("build_page needs at least one report")
     names = names or [r.span_id or f"run {i + 1}" for i, r in enumerate(reports)]
+    token_texts = token_texts or [None] * len(reports)
     if len(reports) == 1:
         title = f"CoreVital report · {reports[0].model or 'unknown model'}"
-        body = _run_section(reports[0], names[0], level=1)
+        body = _run_section(reports[0], names[0], token_texts[0], "run0", level=1)
     else:
         title = f"CoreVital compare · {len(reports)} runs"
         body = _compare_section(reports, names) + "".join(
             f"<details{' open' if i == 0 else ''}><summary>{escape(name)} · {escape(r.model or '?')}</summary>"
-            f"{_run_section(r, name, level=2)}</details>"
-            for i, (r, name) in enumerate(zip(reports, names))
+            f"{_run_section(r, name, text, f'run{i}', level=2)}</details>"
+            for i, (r, name, text) in enumerate(zip(reports, names, token_texts))
         )
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -97,9 +113,12 @@ def build_page(reports: list[Report], names: list[str] | None = None) -> str:
 # -- one run -------------------------------------------------------------------------------
 
 
-def _run_section(report: Report, name: str, *, level: int) -> str:
+def _run_section(report: Report, name: str, token_text: TokenText | None, run_key: str, *, level: int) -> str:
     heading = "<h1>CoreVital report</h1>" if level == 1 else ""
-    return heading + _summary_card(report, name) + _timelines(report) + _layers(report) + _prompt(report) + _details(report)
+    return (
+        heading + _summary_card(report, name) + token_view.section(report, token_text, run_key) + _timelines(report)
+        + _layers(report) + _prompt(report) + _details(report)
+    )
 
 
 def _summary_card(report: Report, name: str) -> str:

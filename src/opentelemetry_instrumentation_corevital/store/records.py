@@ -31,6 +31,9 @@ HIGH_ENTROPY_FLAG = "high_entropy"
 #: different models on the same prompt can be compared; set by `corevital run`
 PROMPT_TEXT_HASH = "corevital.prompt.text_hash"
 FLAG_NAMES = (*FLAG_FIELDS, HIGH_ENTROPY_FLAG)
+#: document key of the run's text token by token, which `corevital run` keeps locally
+#: (html_report.tokens.TokenText); never part of the exported span
+TOKEN_TEXT_KEY = "token_text"
 
 
 def is_corevital_span(span) -> bool:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .records import FLAG_NAMES, is_corevital_span, report_of_document, run_row, span_document
+from .records import FLAG_NAMES, TOKEN_TEXT_KEY, is_corevital_span, report_of_document, run_row, span_document
 from .schema import BUSY_TIMEOUT_S, UnknownRunError, check_writable, connect, translate_errors
 
 if TYPE_CHECKING:
@@ -102,9 +102,20 @@ class RunStore:
     def _connect(self, *, create: bool):
         return connect(self.path, create=create, timeout_s=self.timeout_s)
 
-    def add_spans(self, spans: Sequence) -> int:
-        """Store the CoreVital spans among `spans` in one transaction; returns how many."""
-        rows = [run_row(span_document(span)) for span in spans if is_corevital_span(span)]
+    def add_spans(self, spans: Sequence, token_text: Mapping[str, dict[str, Any]] | None = None) -> int:
+        """Store the CoreVital spans among `spans` in one transaction; returns how many.
+
+        `token_text`: by run id (span id), the text of the run token by token, kept with the run
+        in this local file only (see html_report.tokens.TokenText).
+        """
+        token_text = token_text or {}
+        rows = []
+        for span in spans:
+            if is_corevital_span(span):
+                document = span_document(span)
+                if document["span_id"] in token_text:
+                    document[TOKEN_TEXT_KEY] = token_text[document["span_id"]]
+                rows.append(run_row(document))
         if not rows:
             return 0
         columns = list(rows[0])
@@ -137,6 +148,10 @@ class RunStore:
 
     def report(self, run_id: str) -> Report:
         return report_of_document(json.loads(self._document_row(run_id)))
+
+    def token_text(self, run_id: str) -> dict[str, Any] | None:
+        """The token text `corevital run` kept with the run (see `add_spans`); None for other runs."""
+        return json.loads(self._document_row(run_id)).get(TOKEN_TEXT_KEY)
 
     def resolve(self, run_id: str) -> str:
         """The full run id of `run_id` or of a unique prefix of one."""
