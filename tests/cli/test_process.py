@@ -74,6 +74,13 @@ def test_run_without_model_uses_the_embedded_smollm2(tmp_path):
     assert report.usage.output_tokens == 6 or report.finish_reasons == ["stop"]
     assert "CoreVital health report" in result.stderr and "SmolLM2" in result.stderr
     assert not (tmp_path / "corevital.db").exists()  # --no-store
+    # the text token by token (byte-level BPE, chat template): one piece per generated token, the
+    # pieces spell the printed completion, and the prompt pieces spell the templated prompt
+    text = json.loads(result.stdout)["token_text"]
+    assert len(text["completion"][0]) == report.usage.output_tokens
+    printed = result.stderr.split("\ncompletion\n")[1].split("\n\n")[0]
+    assert " ".join(printed.split()) in " ".join("".join(text["completion"][0]).split())
+    assert len(text["prompt"]) == report.usage.input_tokens and "Name one colour." in "".join(text["prompt"])
 
 
 def test_ctrl_c_during_generation_exits_130_without_traceback(tmp_path, llama_dir):
