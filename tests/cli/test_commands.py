@@ -134,7 +134,7 @@ def test_bad_run_input_gives_one_line_and_exit_2(tmp_path, llama_dir, vit_dir, c
         (["run", "--prompt"], "expected one argument"),
         (["runs", "frobnicate"], "invalid choice"),
         (["run", "--model", str(llama_dir), *db], "no prompt"),
-        (["run", "hi", "--prompt", "hi", "--model", str(llama_dir), *db], "given twice (PROMPT and --prompt)"),
+        (["run", "hi", "--prompt", "hi", "--model", str(llama_dir), *db], "given more than once (PROMPT and --prompt)"),
         (["run", "--prompt-file", str(tmp_path / "none.txt"), "--model", str(llama_dir), *db], "no such file"),
         (["run", "--prompt-file", str(latin1), "--model", str(llama_dir), *db], "not UTF-8 text"),
         (["run", "--prompt-file", str(blank), "--model", str(llama_dir), *db], "is empty"),
@@ -147,17 +147,18 @@ def test_bad_run_input_gives_one_line_and_exit_2(tmp_path, llama_dir, vit_dir, c
     assert not (tmp_path / "runs.db").exists()  # nothing is created for a run that cannot happen
 
 
-def test_prompt_as_argument_option_or_file_gives_the_same_run(tmp_path, llama_dir, capsys):
+def test_prompt_as_argument_option_file_or_stdin_gives_the_same_run(tmp_path, llama_dir, capsys, monkeypatch):
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("zq5 zq6 zq7\n", encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"zq5 zq6 zq7\n"), encoding="utf-8"))
     hashes = []
-    for how in (["zq5 zq6 zq7"], ["--prompt", "zq5 zq6 zq7"], ["--prompt-file", str(prompt_file)]):
+    for how in (["zq5 zq6 zq7"], ["--prompt", "zq5 zq6 zq7"], ["--prompt-file", str(prompt_file)], ["--prompt-file", "-"]):
         out = tmp_path / "run.json"
         code, _, err = cli_main(["run", *how, "--model", str(llama_dir), "--max-new-tokens", "3", "--no-store",
                                  "--quiet", "--json", str(out)], capsys)
         assert code == 0, err
         hashes.append(Report.model_validate_json(out.read_text()).prompt_hash)
-    assert hashes[0] == hashes[1] == hashes[2] is not None
+    assert len(set(hashes)) == 1 and hashes[0] is not None
 
 
 def test_bad_rag_file_names_the_key(tmp_path, llama_dir, capsys):

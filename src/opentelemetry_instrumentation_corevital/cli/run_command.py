@@ -119,7 +119,7 @@ def _prompt(args) -> str:
     if not given:
         raise CliError("no prompt: pass it as `corevital run \"Name three colours.\"`, --prompt TEXT or --prompt-file FILE")
     if len(given) > 1:
-        raise CliError(f"the prompt is given twice ({' and '.join(name for name, _ in given)}); pass only one")
+        raise CliError(f"the prompt is given more than once ({' and '.join(name for name, _ in given)}); pass only one")
     name, value = given[0]
     if name == "--prompt-file":
         name, value = f"--prompt-file {value}", _read_prompt_file(value)
@@ -141,7 +141,7 @@ def _read_prompt_file(path: str) -> str:
     except OSError as exc:
         raise CliError(f"--prompt-file {path}: cannot read it ({exc.strerror})") from None
     try:
-        return data.decode("utf-8-sig").rstrip("\r\n")  # the file's last line break is not part of the prompt
+        return data.decode("utf-8-sig").rstrip("\r\n")  # a file's trailing line breaks are not part of the prompt
     except UnicodeDecodeError as exc:
         raise CliError(f"--prompt-file {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 

@@ -3,7 +3,8 @@
 The span is kept whole (attributes, events with the full-trace payload, resource, scope) in
 JSON, so nothing the instrumentation recorded is lost; the other columns are derived from
 `Report.from_span` for fast listing. Non-finite doubles survive as JSON NaN / Infinity
-(Python's json reads them back).
+(Python's json reads them back). Beside the span, the document may hold the run's text token
+by token under `TOKEN_TEXT_KEY`, which `corevital run` keeps in this local file only.
 """
 
 from __future__ import annotations
