@@ -98,9 +98,14 @@ def test_unrecognised_files_are_refused_and_left_byte_identical(tmp_path, llama_
     assert _fingerprint(path) == before
 
 
-def test_a_locked_file_is_refused_and_left_byte_identical(tmp_path, llama_dir, capsys):
+@pytest.mark.parametrize("kind", ["foreign", "run_store"])
+def test_a_locked_file_is_refused_and_left_byte_identical(tmp_path, llama_dir, capsys, kind):
+    """Another process holds the write lock: of another application's database, or of a run store (WAL)."""
     path = tmp_path / "the.db"
-    _foreign(path)
+    if kind == "foreign":
+        _foreign(path)
+    else:
+        assert _export_one_run(path) is SpanExportResult.SUCCESS
     before = _fingerprint(path)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
@@ -109,6 +114,7 @@ def test_a_locked_file_is_refused_and_left_byte_identical(tmp_path, llama_dir, c
                                  "--quiet"], capsys)
         assert code == 1 and "locked by another process" in one_line_error(err)
         assert _export_one_run(path, timeout_s=0.2) is SpanExportResult.FAILURE
+        assert _fingerprint(path)[:2] == before[:2]
     finally:
         holder.execute("ROLLBACK")
         holder.close()
