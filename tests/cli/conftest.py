@@ -35,9 +35,13 @@ def gpt2_dir(tmp_path_factory) -> Path:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a CLI subprocess: offline, one thread, no OTel settings from the caller."""
+    """The environment of a CLI subprocess: offline, one thread, no OTel settings from the caller,
+    importing the same sources as this test process (whatever its working directory)."""
+    import opentelemetry_instrumentation_corevital
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", NO_COLOR="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(Path(opentelemetry_instrumentation_corevital.__file__).parents[1])
     env.update(extra)
     return env
 

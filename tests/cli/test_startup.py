@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import opentelemetry_instrumentation_corevital
 from opentelemetry_instrumentation_corevital.cli import main
 
 from .conftest import cli_env
@@ -30,14 +28,9 @@ _DRIVER = (
 )
 
 
-def _fresh_env() -> dict[str, str]:
-    """The CLI environment, importing the same sources as this test process."""
-    return cli_env(PYTHONPATH=str(Path(opentelemetry_instrumentation_corevital.__file__).parents[1]))
-
-
 def _run_fresh(args: list[str], cwd) -> tuple[dict, str]:
     result = subprocess.run(
-        [sys.executable, "-c", _DRIVER, *args], cwd=cwd, env=_fresh_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _DRIVER, *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=120
     )
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     return outcome, result.stdout
@@ -94,7 +87,7 @@ def test_package_import_is_lazy_and_the_public_names_still_resolve(tmp_path):
         " 'entry_point_is_the_class': entry.load() is corevital.CoreVitalInstrumentor,"
         " 'resolved': [getattr(corevital, name).__name__ for name in corevital.__all__ if name != '__version__']}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=_fresh_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["heavy_after_import"] == []
@@ -108,7 +101,7 @@ def test_bad_prompt_bytes_exit_2_before_anything_loads(tmp_path, llama_dir):
     """A prompt that is not UTF-8 (here Latin-1 bytes on the command line) is refused before torch is imported."""
     result = subprocess.run(
         [sys.executable, "-c", _DRIVER, "run", b"caf\xe9", "--model", str(llama_dir), "--db", "runs.db"],
-        cwd=tmp_path, env=_fresh_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
     )
     outcome = json.loads(result.stderr.strip().splitlines()[-1])
     assert outcome == {"code": 2, "heavy": []}

@@ -8,8 +8,12 @@ import contextlib
 import html as html_lib
 import io
 import json
+import os
+import pty
 import re
 import sqlite3
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,7 +34,7 @@ from tests.conftest import VOCAB, prompt_ids
 from tests.test_spans import tiny_tokenizer
 
 from .browser import pixels, visit
-from .conftest import cli_main, save_tiny
+from .conftest import cli_env, cli_main, save_tiny
 
 _TOKEN = re.compile(r'<span class="(tok[^"]*)" style="background:(#[0-9a-f]{6})" data-tip="([^"]*)">([^<]*)</span>')
 _ANSI_TOKEN = re.compile(r"\033\[([0-9;]+)m([^\033]*)\033\[0m")
@@ -230,3 +234,39 @@ def test_without_colour_the_text_is_plain(stored, capsys):
     assert code == 0
     assert "\033[" not in out
     assert _printed_completion(out) == printed
+
+
+def _in_a_terminal(args: list[str], **env: str) -> str:
+    """The CLI's output when its stdout is a terminal (a pseudo-terminal here)."""
+    controller, terminal = pty.openpty()
+    environment = cli_env(TERM="xterm-256color", **env)
+    if "NO_COLOR" not in env:
+        del environment["NO_COLOR"]  # cli_env turns colour off
+    process = subprocess.Popen([sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
+                               stdout=terminal, stderr=terminal, env=environment)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0, output
+    os.close(controller)
+    return output.decode()
+
+
+def test_runs_show_colours_the_text_in_a_terminal_and_not_with_no_color(stored):
+    _, db, runs = stored
+    report, printed = runs["sharp"]
+    coloured = _in_a_terminal(["runs", "show", report.span_id, "--db", db])
+    assert "completion\033[0m  entropy:" in coloured  # heading and legend
+    painted = _ANSI_TOKEN.findall(coloured.split("completion\033[0m")[1].split("\n", 1)[1])
+    assert len(painted) == report.usage.output_tokens
+    assert {codes.split(";")[0] for codes, _ in painted} == {"32", "36"}  # entropy 0-2.6 bits: two bands
+    plain = _in_a_terminal(["runs", "show", report.span_id, "--db", db], NO_COLOR="1")
+    assert "\033[" not in plain
+    assert _printed_completion(plain.replace("\r\n", "\n")) == printed
