@@ -3,7 +3,8 @@
 Flagged steps are outlined, the repetition loop's steps underlined; with several sequences a
 selector shows one at a time (the worst first). The prompt's tokens, when the run kept them,
 are coloured by their surprisal (a full trace has it). The scale runs from 0 to the largest
-value shown, so equal colours mean equal values within one block.
+value shown, so equal colours mean equal values within the prompt, and within and across the
+sequences of the completion.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from html import escape
 
 from ..report import Report
 from .series import shown_sequence
-from .tokens import SOURCE_EVENTS, Token, TokenText, completion_lines, prompt_tokens
+from .tokens import SOURCE_EVENTS, Token, TokenLine, TokenText, completion_lines, prompt_tokens
 
 # pale blue -> yellow -> orange -> red: light enough for dark text on every stop
 _HEAT = ((239, 246, 255), (254, 240, 138), (253, 186, 116), (248, 113, 113))
@@ -36,6 +37,7 @@ CSS = """
 .textkey{font-size:12px;color:#475569;margin:4px 0}.textkey .tok{margin-left:10px;padding:0 4px}
 """
 
+
 def section(report: Report, token_text: TokenText | None, run_key: str) -> str:
     """The "Text" section of one run; `run_key` ties the sequence selector to this run's blocks."""
     lines = completion_lines(report, token_text)
@@ -44,12 +46,12 @@ def section(report: Report, token_text: TokenText | None, run_key: str) -> str:
         return parts[0] + f'<p class="empty">{_NO_TEXT}</p>'
     prompt = prompt_tokens(report, token_text)
     if prompt is not None:
+        high = _scale_top(prompt, "surprisal")
         parts.append("<h3>Prompt</h3>")
-        parts.append(_block(prompt, "surprisal", run_key, None, "prompt position"))
+        parts.append(_block(prompt, "surprisal", high, run_key, "prompt", "prompt position") + _scale("surprisal", high))
     parts.append("<h3>Completion</h3>")
     source = lines[0].source + ("; only the sampled steps have text" if lines[0].source == SOURCE_EVENTS else "")
     parts.append(f'<p class="note">each token coloured by the entropy of its step; hover a token for its numbers ({escape(source)})</p>')
-    loop = next((line.loop for line in lines if line.loop is not None), None)
     if len(lines) > 1:
         worst = shown_sequence(report)
         options = "".join(
@@ -57,26 +59,39 @@ def section(report: Report, token_text: TokenText | None, run_key: str) -> str:
             for line in lines
         )
         parts.append(f'<label class="meta">Sequence <select class="sequence" data-run="{run_key}">{options}</select></label>')
+    high = _scale_top([token for line in lines for token in line.tokens], "entropy")
     for line in lines:
         # token text from step events is decoded one token at a time, without the spaces between words
-        parts.append(_block(line.tokens, "entropy", run_key, line.sequence, "step", separate=line.source == SOURCE_EVENTS))
-    parts.append(_key(loop))
+        separate = line.source == SOURCE_EVENTS
+        parts.append(_block(line.tokens, "entropy", high, run_key, str(line.sequence), "step", separate=separate))
+    parts.append(_scale("entropy", high) + _key(lines))
     return "".join(parts)
 
 
-def _block(tokens: list[Token], stat: str, run_key: str, sequence: int | None, position: str, separate: bool = False) -> str:
-    finite = [t.values.get(stat) for t in tokens if _finite(t.values.get(stat))]
-    high = max(finite, default=0.0) or 1.0
+def _scale_top(tokens: list[Token], stat: str) -> float:
+    return max((t.values[stat] for t in tokens if _finite(t.values.get(stat))), default=0.0) or 1.0
+
+
+def _scale(stat: str, high: float) -> str:
+    gradient = ",".join(_heat(i / (len(_HEAT) - 1)) for i in range(len(_HEAT)))
+    return (
+        f'<p class="textkey">{escape(stat)}: 0 <span class="scale" style="background:linear-gradient(90deg,{gradient})">'
+        f"</span> {high:.2f} bits</p>"
+    )
+
+
+def _block(
+    tokens: list[Token], stat: str, high: float, run_key: str, which: str, position: str, separate: bool = False
+) -> str:
+    """One text block; `which`: the sequence index, or "prompt"."""
     spans, previous = [], None
     for token in tokens:
         if previous is not None and token.step is not None and token.step - previous > 1:
             spans.append(f'<span class="gap" data-tip="steps {previous + 1}-{token.step - 1}: no text recorded">…</span>')
         previous = token.step
         spans.append(_token(token, stat, high, position))
-    which = "prompt" if sequence is None else str(sequence)
-    scale = f'<p class="textkey">{escape(stat)}: 0 <span class="scale" style="background:linear-gradient(90deg,{",".join(_heat(i / 3) for i in range(4))})"></span> {high:.2f} bits</p>'
     classes = "tokens separate" if separate else "tokens"
-    return f'<div class="{classes}" data-run="{run_key}" data-sequence="{which}" data-stat="{stat}">{"".join(spans)}</div>{scale}'
+    return f'<div class="{classes}" data-run="{run_key}" data-sequence="{which}" data-stat="{stat}">{"".join(spans)}</div>'
 
 
 def _token(token: Token, stat: str, high: float, position: str) -> str:
@@ -96,11 +111,13 @@ def _token(token: Token, stat: str, high: float, position: str) -> str:
     )
 
 
-def _key(loop: tuple[int, int, int] | None) -> str:
+def _key(lines: list[TokenLine]) -> str:
     parts = ['<p class="textkey">marks:<span class="tok flag">flagged step</span>']
-    if loop is not None:
-        start, end, period = loop
-        parts.append(f'<span class="tok loop">repetition loop, steps {start}-{end}, period {period}</span>')
+    for line in lines:
+        if line.loop is not None:
+            start, end, period = line.loop
+            whose = f"sequence {line.sequence}: " if len(lines) > 1 else ""
+            parts.append(f'<span class="tok loop">repetition loop, {whose}steps {start}-{end}, period {period}</span>')
     parts.append(f'<span class="tok" style="background:{_UNRECORDED}">not recorded at this step</span></p>')
     return "".join(parts)
 
