@@ -196,6 +196,36 @@ def test_a_span_with_content_capture_shows_the_text_of_its_step_events(tmp_path)
     assert "no token text" in result.dom.split("without")[-1]  # the private run has no text to show
 
 
+def test_sampled_step_events_show_their_tokens_with_the_gaps_marked(tmp_path):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tokenizer = tiny_tokenizer()
+    instrumentor = CoreVitalInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, capture_message_content=True, max_step_events=4)
+    try:
+        _sharp_llama().generate(**tokenizer("zq5 zq6 zq7", return_tensors="pt"), max_new_tokens=16, do_sample=False,
+                                eos_token_id=None, tokenizer=tokenizer)
+    finally:
+        instrumentor.uninstrument()
+    report = Report.from_span(memory.get_finished_spans()[-1])
+    steps = sorted(int(e.attributes[attrs.STEP_INDEX]) for e in report.events if e.name == attrs.STEP_EVENT)
+    jumps = sum(later - earlier > 1 for earlier, later in zip(steps, steps[1:]))
+    assert len(steps) < 16 and jumps >= 1
+
+    page = tmp_path / "sampled.html"
+    page.write_text(build_page([report]))
+    result = visit(page, height=700)
+    assert result.console == []
+    tokens = _tokens(result.dom, "0")
+    assert [int(tip.split(" · ")[0].removeprefix("step ")) for _, _, tip, _ in tokens] == steps
+    assert result.dom.count('<span class="gap"') == jumps
+    assert "only the sampled steps have text" in result.dom
+
+    coloured = render(report, colour=True)
+    assert "sampled steps only" in coloured and coloured.count("\033[2m...\033[0m") == jumps
+
+
 def test_the_store_keeps_the_text_locally_and_the_span_does_not_carry_it(stored):
     folder, db, runs = stored
     report, printed = runs["sharp"]
