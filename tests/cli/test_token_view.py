@@ -226,7 +226,7 @@ def test_sampled_step_events_show_their_tokens_with_the_gaps_marked(tmp_path):
     assert "sampled steps only" in coloured and coloured.count("\033[2m...\033[0m") == jumps
 
 
-def test_the_store_keeps_the_text_locally_and_the_span_does_not_carry_it(stored):
+def test_the_store_keeps_the_text_locally_and_the_span_does_not_carry_it(stored, capsys):
     folder, db, runs = stored
     report, printed = runs["sharp"]
     with sqlite3.connect(db) as connection:
@@ -237,6 +237,8 @@ def test_the_store_keeps_the_text_locally_and_the_span_does_not_carry_it(stored)
     # the span itself (what an exporter sees) has no token text: content capture is off
     assert not any(attrs.STEP_TOKEN_TEXT in event["attributes"] for event in document["events"])
     assert json.loads((folder / "sharp.json").read_text())[TOKEN_TEXT_KEY] == text.to_json()
+    code, out, _ = cli_main(["runs", "show", report.span_id, "--db", db, "--json"], capsys)
+    assert code == 0 and json.loads(out)[TOKEN_TEXT_KEY] == text.to_json()
 
 
 def test_terminal_colours_each_token_by_its_entropy_band_with_a_legend(stored):
