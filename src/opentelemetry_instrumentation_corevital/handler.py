@@ -159,11 +159,12 @@ class GenerationHandler:
             live_call.apply_to_result(result)  # sequences stopped by CoreVitalStoppingCriteria
         metric_attributes = self._metric_attributes(call)
         self.instruments.operation_duration.record(duration, metric_attributes)
-        input_tokens = sum(call.input_token_counts())
+        input_counts = call.input_token_counts()  # empty when the input is not tokens (audio features)
         output_tokens = sum(result.output_token_counts)
         span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
         span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, result.finish_reasons)
-        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+        usage = [("input", sum(input_counts))] if input_counts else []
+        for token_type, count in usage + [("output", output_tokens)]:
             self.instruments.token_usage.record(count, {**metric_attributes, gen_ai.GEN_AI_TOKEN_TYPE: token_type})
         self._record_timing(session, duration, result, metric_attributes)
         if self.settings.capture_message_content:

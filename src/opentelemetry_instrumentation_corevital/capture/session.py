@@ -18,6 +18,7 @@ import torch
 from . import stats
 from .buffers import StepBuffers
 from .clock import FirstTokenClock
+from .inputs import decoder_step_ids
 from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
@@ -138,7 +139,7 @@ class CaptureSession:
         if not self.capturing:
             return
         with self._guard("step"):
-            ids = _decoder_input_ids(self.model, args, kwargs)
+            ids = decoder_step_ids(self.model, args, kwargs)
             if self.step == 0:
                 self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
                 self._prompt_ids = ids
@@ -293,12 +294,3 @@ def _model_device(model) -> torch.device:
     except (StopIteration, AttributeError):
         return torch.device("cpu")
 
-
-def _decoder_input_ids(model, args, kwargs) -> torch.Tensor:
-    if getattr(model.config, "is_encoder_decoder", False):
-        ids = kwargs.get("decoder_input_ids")
-    else:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-    if ids is None:
-        raise CaptureFault("decoder input ids are not visible to the forward pre-hook")
-    return ids

@@ -1,0 +1,28 @@
+"""The token ids a decoder forward consumes, as the model's forward pre-hook sees them.
+
+Invariant: the result is [rows, new tokens] int ids on the model's device. A decoder-only
+prefill driven by `inputs_embeds` alone has no ids: it counts as an empty prompt, which is
+what generate's returned sequences start from in that case (they hold the new tokens only).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class InputsNotVisible(Exception):
+    """The forward received neither decoder token ids nor embeddings."""
+
+
+def decoder_step_ids(model, args, kwargs) -> torch.Tensor:
+    kwargs = kwargs or {}
+    if getattr(model.config, "is_encoder_decoder", False):
+        ids = kwargs.get("decoder_input_ids")
+    else:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+    if ids is not None:
+        return ids
+    embeds = kwargs.get("decoder_inputs_embeds" if getattr(model.config, "is_encoder_decoder", False) else "inputs_embeds")
+    if isinstance(embeds, torch.Tensor):
+        return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
+    raise InputsNotVisible("the forward received neither decoder input ids nor input embeddings")
