@@ -26,3 +26,21 @@ def decoder_step_ids(model, args, kwargs) -> torch.Tensor:
     if isinstance(embeds, torch.Tensor):
         return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
     raise InputsNotVisible("the forward received neither decoder input ids nor input embeddings")
+
+
+# the names generate passes the decoding cache under (transformers 5 renamed past_key_values)
+_CACHE_NAMES = ("cache", "past_key_values", "cache_params", "mems", "past_buckets_states")
+
+
+def forward_cache(kwargs, output=None):
+    """The cache object generate reorders between beam-search steps: from the forward's output, else its inputs.
+
+    Some models (RecurrentGemma) keep their cache out of their output; generate still reorders
+    the one it passed in.
+    """
+    for source in (output, kwargs or {}):
+        for name in _CACHE_NAMES:
+            cache = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+            if cache is not None and not isinstance(cache, torch.Tensor):
+                return cache
+    return None

@@ -18,7 +18,8 @@ import torch
 from . import stats
 from .buffers import StepBuffers
 from .clock import FirstTokenClock
-from .inputs import decoder_step_ids
+from .hashing import parents_from_full_rows
+from .inputs import decoder_step_ids, forward_cache
 from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
@@ -64,6 +65,7 @@ class CaptureSession:
         self.prompt: PromptProbe | None = None
         self.prompt_summaries = None
         self._prompt_ids: torch.Tensor | None = None
+        self._prefill_kwargs: dict | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class CaptureSession:
         with self._guard("step"):
             ids = decoder_step_ids(self.model, args, kwargs)
             if self.step == 0:
+                self._prefill_kwargs = kwargs
                 self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
                 self._prompt_ids = ids
                 if self.options.prompt_telemetry and ids.shape[1] > 1:
@@ -148,13 +151,18 @@ class CaptureSession:
                     rows = slice(0, ids.shape[0], stride)
                     self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
             elif self.step < self.buffers.max_steps:
-                self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
+                parents = self._take_parents()
+                if parents is None and self.buffers.row_hashes is not None:
+                    hashes = self.buffers.row_hashes[self.step - 1]
+                    width, beams = self.buffers.prompt_width, self.options.num_beams
+                    parents = parents_from_full_rows(hashes, ids, width, self.step, beams)
+                self.buffers.record_chosen_tokens(self.step, ids[:, -1], parents)
 
     def _on_forward_end(self, module, args, output):
         if not (self._owns_call() and self.capturing and self.step == 0 and self.options.num_beams > 1):
             return
         with self._guard("beam"):
-            self._observe_beam_reorders(getattr(output, "past_key_values", None))
+            self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
     def _on_layer_output(self, index, module, args, kwargs, output=None):
         if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
