@@ -38,13 +38,26 @@ def _decoder_root(model: nn.Module) -> nn.Module:
     return model
 
 
-def _layer_stack(root: nn.Module) -> list[nn.Module]:
-    """The shallowest list of same-class blocks (T5 blocks also hold a list of sub-layers)."""
+def _layer_count(config) -> int | None:
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for attr in ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "n_layers"):
+        value = getattr(text_config, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _layer_stack(root: nn.Module, layer_count: int | None) -> list[nn.Module]:
+    """The shallowest list of decoder blocks (T5 blocks also hold a list of sub-layers).
+
+    Blocks are of one class, or of several when the list holds exactly the model's layer count
+    (hybrids such as Jamba interleave Mamba and attention layers of different classes).
+    """
     best, best_key = [], None
     for name, module in root.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
-        if len({type(child) for child in module}) != 1:
+        if len({type(child) for child in module}) != 1 and len(module) != layer_count:
             continue
         key = (name.count("."), -len(module))
         if best_key is None or key < best_key:
@@ -74,7 +87,7 @@ def _num_heads(config) -> int:
 def find_layout(model: nn.Module) -> ModelLayout:
     config = model.config
     root = _decoder_root(model)
-    layers = _layer_stack(root)
+    layers = _layer_stack(root, _layer_count(config))
     attention = {}
     for index, layer in enumerate(layers):
         for name, module in _innermost_attention_modules(layer):
