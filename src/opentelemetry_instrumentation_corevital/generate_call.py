@@ -78,6 +78,10 @@ class GenerateCall:
     embeds_shape: tuple[int, int] | None = None
     # the decoder tokens an encoder-decoder's returned sequences start with (its start token by default)
     decoder_prompt_width: int = 1
+    # assisted decoding or prompt lookup: a forward may accept several tokens at once
+    speculative: bool = False
+    # the models whose own generate calls make this call's drafts (an assistant, or the model itself)
+    draft_models: tuple = ()
 
     @classmethod
     def parse(cls, model, wrapped, args, kwargs) -> "GenerateCall":
@@ -98,6 +102,8 @@ class GenerateCall:
         prompt_width = int(input_ids.shape[-1]) if input_ids is not None else (embeds_shape or (0, 0))[1]
         max_new_tokens = _max_new_tokens(model.config, effective, is_encoder_decoder, prompt_width)
         do_sample = bool(effective("do_sample"))
+        assistant = arguments.get("assistant_model")
+        early_exit = effective("assistant_early_exit")
         return cls(
             model_id=model_id(model),
             is_encoder_decoder=is_encoder_decoder,
@@ -115,6 +121,8 @@ class GenerateCall:
             eos_token_ids=_as_id_set(effective("eos_token_id")),
             pad_token_id=effective("pad_token_id"),
             tokenizer=extra.get("tokenizer"),
+            speculative=bool(assistant is not None or effective("prompt_lookup_num_tokens") or early_exit),
+            draft_models=tuple(m for m in (assistant, model if early_exit else None) if m is not None),
         )
 
     def input_token_counts(self) -> list[int]:

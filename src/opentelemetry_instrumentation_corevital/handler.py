@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from contextvars import ContextVar
 
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -21,6 +22,12 @@ from .telemetry.health import HealthRecorder
 from .telemetry.metrics import Instruments
 
 _logger = logging.getLogger(__name__)
+# ids of the models drafting for the generate calls running in this context: their own
+# generate calls are part of the user's call (assisted decoding), not calls of their own
+_DRAFTING: ContextVar[frozenset[int]] = ContextVar("corevital_drafting_models", default=frozenset())
+SPECULATIVE_REASON = (
+    "assisted decoding and prompt lookup accept several tokens per forward; per-token health is not captured"
+)
 OPERATION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
 PROVIDER = "huggingface"
 
@@ -58,11 +65,20 @@ class GenerationHandler:
             self.faults.record(span, stage, exc)
 
     def generate(self, wrapped, model, args, kwargs):
+        if id(model) in _DRAFTING.get():
+            return wrapped(*args, **kwargs)
         try:
             call = GenerateCall.parse(model, wrapped, args, kwargs)
         except Exception as exc:
             self.faults.record(trace.INVALID_SPAN, "request", exc)
             return wrapped(*args, **kwargs)
+        drafting = _DRAFTING.set(_DRAFTING.get() | {id(m) for m in call.draft_models})
+        try:
+            return self._traced(wrapped, model, call, args, kwargs)
+        finally:
+            _DRAFTING.reset(drafting)
+
+    def _traced(self, wrapped, model, call: GenerateCall, args, kwargs):
         span = self._start_span(call)
         profile = None
         with self._guard(span, "profile"):
@@ -105,7 +121,7 @@ class GenerationHandler:
 
     def _capture_options(self, call: GenerateCall, profile=None) -> CaptureOptions:
         return CaptureOptions(
-            probes=self.settings.probes_enabled,
+            probes=self.settings.probes_enabled and not call.speculative,
             attention_stride=self.settings.attention_stride,
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
@@ -172,6 +188,8 @@ class GenerationHandler:
                 gen_ai.GEN_AI_OUTPUT_MESSAGES,
                 content.output_messages(call.tokenizer, result.completions, result.finish_reasons),
             )
+        if call.speculative and self.settings.probes_enabled:
+            span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, SPECULATIVE_REASON)
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
             self.faults.record(span, session.fault[0], session.fault[1])

@@ -14,6 +14,7 @@ import transformers
 
 VOCAB = 256
 PAD, BOS, EOS = 0, 1, 2
+SPECULATIVE = ("assisted", "prompt_lookup")
 _TOKENS = dict(vocab_size=VOCAB, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
 IMAGE_TOKEN, IMAGE_TOKENS = VOCAB - 1, 4
 _VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=16,
@@ -33,14 +34,13 @@ class Family:
     kind: str = "decoder"  # decoder | seq2seq | whisper | vlm | recurrent
     note: str = ""  # what makes the family worth covering
     layers: int = 2
-    modes: tuple[str, ...] = ("greedy", "sample", "beam", "static", "embeds")
-    extra: dict = field(default_factory=dict)
+    # generate modes transformers itself refuses for this family, with its reason
+    unsupported: dict = field(default_factory=dict)
 
 
-def _decoder(name, model_class, config_class, note, modes=None, **overrides):
+def _decoder(name, model_class, config_class, note, unsupported=None, **overrides):
     config = {**_DECODER, **overrides}
-    kwargs = {} if modes is None else {"modes": modes}
-    return Family(name, model_class, config_class, config, note=note, **kwargs)
+    return Family(name, model_class, config_class, config, note=note, unsupported=unsupported or {})
 
 
 FAMILIES = [
@@ -70,7 +70,8 @@ FAMILIES = [
              n_group=1, topk_group=1, num_key_value_heads=4),
     _decoder("bloom", "BloomForCausalLM", "BloomConfig", "ALiBi positions",
              **{"n_layer": 2, "n_head": 4}),
-    _decoder("mpt", "MptForCausalLM", "MptConfig", "ALiBi positions",
+    _decoder("mpt", "MptForCausalLM", "MptConfig", "ALiBi positions, decodes without a cache",
+             unsupported={mode: "transformers: assisted decoding requires a cache" for mode in SPECULATIVE},
              **{"n_layers": 2, "d_model": 64, "n_heads": 4, "max_seq_len": 256}),
     _decoder("falcon", "FalconForCausalLM", "FalconConfig", "calls SDPA directly", num_kv_heads=2,
              new_decoder_architecture=True),
