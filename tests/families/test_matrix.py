@@ -203,20 +203,28 @@ def test_step_entropy_is_the_entropy_of_output_logits(run):
 ATTENTION_CASES = [(n, m) for n, m in CASES if m in ATTENTION_MODES]
 
 
-@pytest.mark.parametrize("run", ATTENTION_CASES, indirect=True, ids=[f"{n}-{m}" for n, m in ATTENTION_CASES])
-def test_attention_equals_eager_weights_or_has_a_reason(run):
+def _captured(model, run):
     attention_registry.install()
     try:
-        kwargs = dict(run.kwargs)
+        kwargs = _kwargs(run.family, run.mode, model)
         first = kwargs.pop("input_features" if run.family.kind == "whisper" else "input_ids", None)
         torch.manual_seed(0)
-        _, summaries, _ = capture(run.model, first, **kwargs)
+        _, summaries, _ = capture(model, first, **kwargs)
     finally:
         attention_registry.uninstall()
+    return summaries
+
+
+@pytest.mark.parametrize("run", ATTENTION_CASES, indirect=True, ids=[f"{n}-{m}" for n, m in ATTENTION_CASES])
+@pytest.mark.parametrize("implementation", ["default", "eager"])
+def test_attention_equals_eager_weights_or_has_a_reason(run, implementation):
+    summaries = _captured(run.model if implementation == "default" else run.eager, run)
     assert summaries is not None
     assert summaries.num_layers == run.family.layers
-    reason = run.attributes.get(attrs.ATTENTION_UNAVAILABLE_REASON)
     if summaries.attention is None:
+        reason = summaries.attention_unavailable_reason
+        if implementation == "default":
+            assert reason == run.attributes.get(attrs.ATTENTION_UNAVAILABLE_REASON)
         assert reason, "attention was not observed and the span does not say why"
         return
     eager_kwargs = _kwargs(run.family, run.mode, run.eager)

@@ -201,7 +201,8 @@ class CaptureSession:
         if where is None:
             return
         with self._guard("attention"):
-            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            # attention modules return their weights last: (output, weights), T5 (output, bias, weights)
+            weights = output[-1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
             if weights is None:
                 self.attention_unavailable_reason = "eager attention returned no weights"
                 return
