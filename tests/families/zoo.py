@@ -36,11 +36,20 @@ class Family:
     layers: int = 2
     # generate modes transformers itself refuses for this family, with its reason
     unsupported: dict = field(default_factory=dict)
+    # what CoreVital cannot observe on this family and why (for docs/compatibility.md)
+    limits: str = ""
 
 
-def _decoder(name, model_class, config_class, note, unsupported=None, **overrides):
+def _decoder(name, model_class, config_class, note, unsupported=None, limits="", **overrides):
     config = {**_DECODER, **overrides}
-    return Family(name, model_class, config_class, config, note=note, unsupported=unsupported or {})
+    return Family(name, model_class, config_class, config, note=note, unsupported=unsupported or {}, limits=limits)
+
+
+_AFTER_HEAD = (
+    "the model transforms its logits after the output head ({what}); logit statistics are read "
+    "at the head, so they describe a distribution generate does not sample from until the issue-14 "
+    "capture (logits taken where generate samples) lands"
+)
 
 
 FAMILIES = [
@@ -54,12 +63,15 @@ FAMILIES = [
     _decoder("gemma", "GemmaForCausalLM", "GemmaConfig", "scaled embeddings", head_dim=16),
     # softcaps low enough to bite on a tiny model's small logits
     _decoder("gemma2", "Gemma2ForCausalLM", "Gemma2Config", "attention and final-logit softcapping",
-             head_dim=16, sliding_window=4, final_logit_softcapping=1.0, attn_logit_softcapping=2.0),
+             head_dim=16, sliding_window=4, final_logit_softcapping=1.0, attn_logit_softcapping=2.0,
+             limits=_AFTER_HEAD.format(what="final-logit softcapping")),
     _decoder("gemma3", "Gemma3ForCausalLM", "Gemma3TextConfig", "final-logit softcapping, local/global layers",
-             head_dim=16, sliding_window=4, final_logit_softcapping=1.0),
-    _decoder("cohere", "CohereForCausalLM", "CohereConfig", "logit_scale after the head", logit_scale=0.5),
+             head_dim=16, sliding_window=4, final_logit_softcapping=1.0,
+             limits=_AFTER_HEAD.format(what="final-logit softcapping")),
+    _decoder("cohere", "CohereForCausalLM", "CohereConfig", "logit_scale after the head", logit_scale=0.5,
+             limits=_AFTER_HEAD.format(what="`logit_scale`")),
     _decoder("granite", "GraniteForCausalLM", "GraniteConfig", "logits_scaling after the head",
-             logits_scaling=4.0),
+             logits_scaling=4.0, limits=_AFTER_HEAD.format(what="`logits_scaling`")),
     _decoder("mixtral", "MixtralForCausalLM", "MixtralConfig", "mixture of experts",
              num_local_experts=4, num_experts_per_tok=2),
     _decoder("qwen2_moe", "Qwen2MoeForCausalLM", "Qwen2MoeConfig", "mixture of experts with a shared expert",
@@ -74,7 +86,10 @@ FAMILIES = [
              unsupported={mode: "transformers: assisted decoding requires a cache" for mode in SPECULATIVE},
              **{"n_layers": 2, "d_model": 64, "n_heads": 4, "max_seq_len": 256}),
     _decoder("falcon", "FalconForCausalLM", "FalconConfig", "calls SDPA directly", num_kv_heads=2,
-             new_decoder_architecture=True),
+             new_decoder_architecture=True,
+             limits="under SDPA, Falcon calls torch's `scaled_dot_product_attention` itself, outside "
+             "transformers' attention registry, and returns no weights: attention is reported unavailable "
+             "with that reason; with `attn_implementation=\"eager\"` it is observed (checked by the matrix)"),
     _decoder("gpt_neox", "GPTNeoXForCausalLM", "GPTNeoXConfig", "parallel residual"),
     _decoder("opt", "OPTForCausalLM", "OPTConfig", "learned positions with an offset",
              ffn_dim=128, word_embed_proj_dim=64),
@@ -82,23 +97,29 @@ FAMILIES = [
     _decoder("starcoder2", "Starcoder2ForCausalLM", "Starcoder2Config", "sliding window, biases"),
     Family("mamba", "MambaForCausalLM", "MambaConfig", dict(
         num_hidden_layers=2, hidden_size=64, state_size=8, expand=2, conv_kernel=4, **_TOKENS,
-    ), kind="recurrent", note="state-space layers, no attention"),
+    ), kind="recurrent", note="state-space layers, no attention",
+        limits="no attention layers: attention statistics are reported unavailable with that reason"),
     Family("mamba2", "Mamba2ForCausalLM", "Mamba2Config", dict(
         num_hidden_layers=2, hidden_size=64, state_size=8, expand=2, head_dim=16, num_heads=8, n_groups=1,
         conv_kernel=4, chunk_size=16, **_TOKENS,
-    ), kind="recurrent", note="state-space layers, no attention"),
+    ), kind="recurrent", note="state-space layers, no attention",
+        limits="no attention layers: attention statistics are reported unavailable with that reason"),
     Family("jamba", "JambaForCausalLM", "JambaConfig", dict(
         _DECODER, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1,
         num_experts=2, num_experts_per_tok=1, mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=8,
-    ), kind="recurrent", note="hybrid: Mamba and attention layers of different classes"),
+    ), kind="recurrent", note="hybrid: Mamba and attention layers of different classes",
+        limits="attention statistics exist for the attention layers only (NaN rows for the Mamba layers)"),
     Family("bamba", "BambaForCausalLM", "BambaConfig", dict(
         _DECODER, attn_layer_indices=[1], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=1, mamba_d_state=8,
         mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=16,
-    ), kind="recurrent", note="hybrid: Mamba2 and attention layers"),
+    ), kind="recurrent", note="hybrid: Mamba2 and attention layers",
+        limits="attention statistics exist for the attention layers only (NaN rows for the Mamba layers)"),
     Family("recurrent_gemma", "RecurrentGemmaForCausalLM", "RecurrentGemmaConfig", dict(
         _DECODER, num_key_value_heads=1, lru_width=64, attention_window_size=8, head_dim=16,
         block_types=["recurrent", "attention"], logits_soft_cap=1.0,
-    ), kind="recurrent", note="recurrent and local-attention blocks, final-logit softcapping"),
+    ), kind="recurrent", note="recurrent and local-attention blocks, final-logit softcapping",
+        limits=_AFTER_HEAD.format(what="final-logit softcapping")
+        + "; attention statistics exist for the attention blocks only"),
     Family("t5", "T5ForConditionalGeneration", "T5Config", dict(
         num_layers=2, num_decoder_layers=2, d_model=32, d_ff=64, num_heads=4, d_kv=8, vocab_size=VOCAB,
         decoder_start_token_id=PAD, pad_token_id=PAD, eos_token_id=EOS,
@@ -113,7 +134,8 @@ FAMILIES = [
         decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=32,
         max_target_positions=64, decoder_start_token_id=3, suppress_tokens=None, begin_suppress_tokens=None,
         **_TOKENS,
-    ), kind="whisper", note="audio features as inputs"),
+    ), kind="whisper", note="audio features as inputs",
+        limits="the input is audio features, not tokens: the span has no `gen_ai.usage.input_tokens`"),
     Family("llava", "LlavaForConditionalGeneration", "LlavaConfig", dict(
         vision_config=dict(model_type="clip_vision_model", **_VISION),
         text_config=dict(model_type="llama", **_DECODER), image_token_id=IMAGE_TOKEN,
