@@ -22,6 +22,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.capture import attention_registry
+from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.capture.helpers import capture
 from tests.families.zoo import EOS, FAMILIES, SPECULATIVE, Family, build, family, inputs
@@ -182,6 +183,8 @@ def test_call_is_unchanged_and_counted_once(run):
         assert gen_ai.GEN_AI_USAGE_INPUT_TOKENS not in a
     else:
         assert a[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] == expected_input
+    if run.mode not in SPECULATIVE_MODES:
+        assert Report.from_span(run.span).dimensions.layers == run.family.layers  # one row per decoder layer
 
 
 def _entropy_case(name, mode):
@@ -230,11 +233,19 @@ def test_attention_equals_eager_weights_or_has_a_reason(run, implementation):
     eager_kwargs = _kwargs(run.family, run.mode, run.eager)
     reference = _generate(run.eager, eager_kwargs, output_attentions=True, return_dict_in_generate=True)
     steps = reference.decoder_attentions if run.family.kind in ("seq2seq", "whisper") else reference.attentions
-    observed = [layer for layer in range(summaries.num_layers) if np.isfinite(summaries.attention[0, 0, layer, 1])]
-    assert len(observed) == len(steps[0]), "one attention row per attention layer"
-    for step, per_layer in enumerate(steps[: summaries.num_steps]):
+    _assert_attention_equal(summaries.attention, steps, summaries.num_steps)
+    if run.family.kind in ("seq2seq", "whisper"):
+        _assert_attention_equal(summaries.cross_attention, reference.cross_attentions, summaries.num_steps)
+
+
+def _assert_attention_equal(captured: np.ndarray, eager_steps, num_steps: int) -> None:
+    """captured [1, S, L, stats] against eager weights per step and attention layer (entropies in bits)."""
+    observed = [layer for layer in range(captured.shape[2]) if np.isfinite(captured[0, 0, layer, 1])]
+    assert len(observed) == len(eager_steps[0]), "one attention row per attention layer"
+    for step, per_layer in enumerate(eager_steps[:num_steps]):
         for layer, weights in zip(observed, per_layer):
             probs = weights[0, :, -1, :].double()
             entropy = (-torch.special.xlogy(probs, probs).sum(-1) / math.log(2)).numpy()
-            got = summaries.attention[0, step, layer]
+            got = captured[0, step, layer]
             np.testing.assert_allclose(got[:3], [entropy.min(), entropy.mean(), entropy.max()], atol=1e-4)
+            np.testing.assert_allclose(got[4], probs.amax(-1).max().item(), atol=1e-4)
