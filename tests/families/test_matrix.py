@@ -231,11 +231,20 @@ def test_attention_equals_eager_weights_or_has_a_reason(run, implementation):
         assert reason, "attention was not observed and the span does not say why"
         return
     eager_kwargs = _kwargs(run.family, run.mode, run.eager)
-    reference = _generate(run.eager, eager_kwargs, output_attentions=True, return_dict_in_generate=True)
+    reference = _generate(
+        run.eager, eager_kwargs, output_attentions=True, output_logits=True, return_dict_in_generate=True
+    )
+    if implementation == "default" and not _same_logits(reference.logits, run.reference.logits):
+        pytest.skip(f"transformers' {run.model.config._attn_implementation} and eager {run.family.name} disagree")
     steps = reference.decoder_attentions if run.family.kind in ("seq2seq", "whisper") else reference.attentions
     _assert_attention_equal(summaries.attention, steps, summaries.num_steps)
     if run.family.kind in ("seq2seq", "whisper"):
         _assert_attention_equal(summaries.cross_attention, reference.cross_attentions, summaries.num_steps)
+
+
+def _same_logits(eager, default) -> bool:
+    """Whether the eager twin computes what the default implementation computes (PaliGemma's do not)."""
+    return len(eager) == len(default) and all(torch.allclose(a, b, atol=1e-4) for a, b in zip(eager, default))
 
 
 def _assert_attention_equal(captured: np.ndarray, eager_steps, num_steps: int) -> None:
