@@ -27,8 +27,9 @@ def _probed(attention_function):
     def probed(module, query, key, value, attention_mask, *args, **kwargs):
         session = active_session()
         if session is not None:
-            attended_key, mask = attended(module, query, key, attention_mask, kwargs)
-            session.observe_attention(module, query, attended_key, mask, kwargs)
+            with session._guard("attention"):  # a fault here is the session's, never the caller's
+                attended_key, mask = attended(module, query, key, attention_mask, kwargs)
+                session.observe_attention(module, query, attended_key, mask, kwargs)
         return attention_function(module, query, key, value, attention_mask, *args, **kwargs)
 
     probed.__corevital_original__ = attention_function
@@ -53,7 +54,8 @@ def attended(module, query, key, attention_mask, kwargs):
     if attention_mask is None:
         if causal:
             keys = key.shape[2]
-            future = torch.arange(keys, device=bias.device)[None, :] > torch.arange(queries, device=bias.device)[:, None]
+            positions = torch.arange(max(keys, queries), device=bias.device)
+            future = positions[None, :keys] > positions[:queries, None]
             bias = bias.masked_fill(future, float("-inf"))
         return key, bias
     if attention_mask.dtype == torch.bool:

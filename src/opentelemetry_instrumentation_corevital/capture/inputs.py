@@ -17,12 +17,11 @@ class InputsNotVisible(Exception):
 def decoder_step_ids(model, args, kwargs) -> torch.Tensor:
     kwargs = kwargs or {}
     if getattr(model.config, "is_encoder_decoder", False):
-        ids = kwargs.get("decoder_input_ids")
+        ids, embeds = kwargs.get("decoder_input_ids"), kwargs.get("decoder_inputs_embeds")
     else:
-        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids, embeds = kwargs.get("input_ids", args[0] if args else None), kwargs.get("inputs_embeds")
     if ids is not None:
         return ids
-    embeds = kwargs.get("decoder_inputs_embeds" if getattr(model.config, "is_encoder_decoder", False) else "inputs_embeds")
     if isinstance(embeds, torch.Tensor):
         return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
     raise InputsNotVisible("the forward received neither decoder input ids nor input embeddings")
