@@ -25,9 +25,10 @@ from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.capture.helpers import capture
-from tests.families.zoo import EOS, FAMILIES, SPECULATIVE, Family, build, family, inputs
+from tests.families.zoo import EOS, FAMILIES, PAD, SPECULATIVE, Family, build, family, inputs
 
 STEPS = 5
+PADDING = 2
 ASSISTANT = "llama"  # drafts for every decoder family in assisted mode (all share the vocabulary)
 ENTROPY_ATOL = 1e-4
 
@@ -38,13 +39,14 @@ MODES = {
     "beam_sample": dict(do_sample=True, num_beams=2, top_k=8),
     "static": dict(do_sample=False, cache_implementation="static"),
     "embeds": dict(do_sample=False),
+    "padded": dict(do_sample=False),  # a batch of two prompts, the second left-padded
     "assisted": dict(do_sample=False),
     "prompt_lookup": dict(do_sample=False, prompt_lookup_num_tokens=2),
 }
 # several tokens may be accepted per forward: the span must say why there is no per-token health
 SPECULATIVE_MODES = SPECULATIVE
 # attention is compared with eager weights where both implementations pick the same tokens
-ATTENTION_MODES = ("greedy", "static", "embeds")
+ATTENTION_MODES = ("greedy", "static", "embeds", "padded")
 # the output head's result is not what generate samples from (softcapping, logit scaling)
 LOGITS_AFTER_HEAD = {"gemma2", "gemma3", "cohere", "granite", "recurrent_gemma"}
 LOGITS_AFTER_HEAD_XFAIL = pytest.mark.xfail(
@@ -58,6 +60,8 @@ def _applies(f: Family, mode: str) -> str | None:
         return f.unsupported[mode]
     if mode == "embeds" and f.kind != "decoder":
         return "generate(inputs_embeds=...) is for decoder-only language models"
+    if mode == "padded" and f.kind in ("whisper", "vlm"):
+        return "covered by the text families"
     if mode in SPECULATIVE_MODES and f.kind != "decoder":
         return "covered by the decoder-only families"
     if mode == "static" and f.kind == "recurrent":
@@ -81,6 +85,10 @@ def _models(name: str):
 
 def _kwargs(f: Family, mode: str, model) -> dict:
     kwargs = {**inputs(f), **MODES[mode], "max_new_tokens": STEPS}
+    if mode == "padded":
+        ids, mask = kwargs["input_ids"].repeat(2, 1), kwargs["attention_mask"].repeat(2, 1)
+        ids[1, :PADDING], mask[1, :PADDING] = PAD, 0
+        kwargs.update(input_ids=ids, attention_mask=mask)
     if mode == "embeds":
         kwargs["inputs_embeds"] = model.get_input_embeddings()(kwargs.pop("input_ids")).detach()
     if mode == "assisted":
@@ -135,17 +143,28 @@ class Run:
     def attributes(self) -> dict:
         return dict(self.span.attributes)
 
+    def _step_events(self):
+        return [e for e in self.span.events if e.name == attrs.STEP_EVENT]
+
+    @property
+    def event_sequence(self) -> int:
+        """The returned sequence the span's step events describe (the riskiest one)."""
+        sequences = {int(e.attributes[attrs.STEP_SEQUENCE]) for e in self._step_events()}
+        assert len(sequences) <= 1, sequences
+        return sequences.pop() if sequences else 0
+
     def step_entropy(self) -> np.ndarray:
-        events = [e for e in self.span.events if e.name == attrs.STEP_EVENT]
+        events = self._step_events()
         by_step = {int(e.attributes[attrs.STEP_INDEX]): float(e.attributes[attrs.STEP_ENTROPY]) for e in events}
         return np.array([by_step.get(step, np.nan) for step in range(len(self.reference.logits))])
 
     def reference_entropy(self) -> np.ndarray:
-        """Entropy (bits) of the raw logits behind returned sequence 0 at every step."""
-        rows = [0] * len(self.reference.logits)
+        """Entropy (bits) of the raw logits behind the step events' sequence at every step."""
+        sequence = self.event_sequence
+        rows = [sequence] * len(self.reference.logits)
         beams = getattr(self.reference, "beam_indices", None)
         if beams is not None:
-            rows = [int(b) for b in beams[0, : len(rows)]]
+            rows = [int(b) for b in beams[sequence, : len(rows)]]
         out = []
         for logits, row in zip(self.reference.logits, rows):
             if row < 0:
@@ -248,13 +267,15 @@ def _same_logits(eager, default) -> bool:
 
 
 def _assert_attention_equal(captured: np.ndarray, eager_steps, num_steps: int) -> None:
-    """captured [1, S, L, stats] against eager weights per step and attention layer (entropies in bits)."""
+    """captured [N, S, L, stats] against eager weights per row, step and attention layer (entropies in bits)."""
     observed = [layer for layer in range(captured.shape[2]) if np.isfinite(captured[0, 0, layer, 1])]
     assert len(observed) == len(eager_steps[0]), "one attention row per attention layer"
     for step, per_layer in enumerate(eager_steps[:num_steps]):
         for layer, weights in zip(observed, per_layer):
-            probs = weights[0, :, -1, :].double()
+            probs = weights[:, :, -1, :].double()
             entropy = (-torch.special.xlogy(probs, probs).sum(-1) / math.log(2)).numpy()
-            got = captured[0, step, layer]
-            np.testing.assert_allclose(got[:3], [entropy.min(), entropy.mean(), entropy.max()], atol=1e-4)
-            np.testing.assert_allclose(got[4], probs.amax(-1).max().item(), atol=1e-4)
+            got = captured[:, step, layer]
+            np.testing.assert_allclose(got[:, 0], entropy.min(-1), atol=1e-4)
+            np.testing.assert_allclose(got[:, 1], entropy.mean(-1), atol=1e-4)
+            np.testing.assert_allclose(got[:, 2], entropy.max(-1), atol=1e-4)
+            np.testing.assert_allclose(got[:, 4], probs.amax(-1).amax(-1).numpy(), atol=1e-4)
