@@ -12,6 +12,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .capture.inputs import call_prompt_ids
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
 from .generate_call import GenerateCall, GenerateResult
@@ -96,7 +97,7 @@ class GenerationHandler:
             call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
         try:
             live = live_call.active() if live_call is not None else contextlib.nullcontext()
-            with trace.use_span(span, end_on_exit=False), session.active(), live:
+            with trace.use_span(span, end_on_exit=False), session.active(), live, call_prompt_ids(call.input_ids):
                 output = wrapped(*call_args, **call_kwargs)
         except BaseException as exc:
             session.detach()

@@ -1,5 +1,8 @@
 """Inputs that are not token ids: embeddings and audio features are counted and captured."""
 
+import math
+
+import pytest
 import torch
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
@@ -53,3 +56,24 @@ def test_whisper_audio_features_are_not_counted_as_tokens(telemetry, instrument)
     assert _token_usage(telemetry) == {"output": a[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS]}
     assert a[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] == output.shape[1]  # Whisper returns the new tokens only
     assert any(e.name == attrs.STEP_EVENT for e in telemetry.only_span().events)
+
+
+def test_inputs_embeds_next_to_input_ids_describe_the_new_tokens(telemetry, instrument):
+    """generate returns the ids followed by the new tokens; the steps must be the new tokens."""
+    model = _models("llama")[0]
+    given = inputs(family("llama"))
+    embeds = model.get_input_embeddings()(given["input_ids"]).detach()
+    kwargs = dict(inputs_embeds=embeds, attention_mask=given["attention_mask"], max_new_tokens=STEPS, do_sample=False)
+    with torch.no_grad():
+        reference = model.generate(given["input_ids"], output_logits=True, return_dict_in_generate=True, **kwargs)
+        instrument()
+        output = model.generate(given["input_ids"], **kwargs)
+    assert torch.equal(output, reference.sequences)
+    span = telemetry.only_span()
+    assert attrs.ERROR not in span.attributes
+    steps = [e.attributes for e in span.events if e.name == attrs.STEP_EVENT]
+    assert [s[attrs.STEP_TOKEN_ID] for s in steps] == output[0, PROMPT_LENGTH:].tolist()
+    for step, logits in zip(steps, reference.logits):
+        log_probs = torch.log_softmax(logits[0].double(), -1)
+        entropy = float(-(log_probs.exp() * log_probs).sum() / math.log(2))
+        assert step[attrs.STEP_ENTROPY] == pytest.approx(entropy, abs=1e-4)

@@ -1,13 +1,29 @@
 """The token ids a decoder forward consumes, as the model's forward pre-hook sees them.
 
 Invariant: the result is [rows, new tokens] int ids on the model's device. A decoder-only
-prefill driven by `inputs_embeds` alone has no ids: it counts as an empty prompt, which is
-what generate's returned sequences start from in that case (they hold the new tokens only).
+prefill driven by `inputs_embeds` receives no ids: its prompt is the ids the user passed to
+generate next to the embeddings (the returned sequences start with them), else empty (the
+returned sequences hold the new tokens only).
 """
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
+
 import torch
+
+# the input ids of the generate call running in this context (the prefix of its returned sequences)
+_CALL_PROMPT_IDS: ContextVar[torch.Tensor | None] = ContextVar("corevital_call_prompt_ids", default=None)
+
+
+@contextlib.contextmanager
+def call_prompt_ids(ids: torch.Tensor | None):
+    token = _CALL_PROMPT_IDS.set(ids)
+    try:
+        yield
+    finally:
+        _CALL_PROMPT_IDS.reset(token)
 
 
 class InputsNotVisible(Exception):
@@ -23,6 +39,9 @@ def decoder_step_ids(model, args, kwargs) -> torch.Tensor:
     if ids is not None:
         return ids
     if isinstance(embeds, torch.Tensor):
+        prefix = None if getattr(model.config, "is_encoder_decoder", False) else _CALL_PROMPT_IDS.get()
+        if prefix is not None and prefix.shape[0] == embeds.shape[0]:
+            return prefix.to(embeds.device)
         return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
     raise InputsNotVisible("the forward received neither decoder input ids nor input embeddings")
 
