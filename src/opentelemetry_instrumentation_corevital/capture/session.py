@@ -274,9 +274,7 @@ class CaptureSession:
             summaries.num_heads = self.layout.num_heads
             summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
             if self._attention_never_observed():
-                self.attention_unavailable_reason = (
-                    f"the {self.layout.attn_implementation or 'model'!r} attention implementation was never observed"
-                )
+                self.attention_unavailable_reason = self.layout.never_observed_reason()
             summaries.attention_unavailable_reason = self.attention_unavailable_reason
             if self.prompt is not None:
                 self.prompt_summaries = self.prompt.to_host()
