@@ -50,6 +50,14 @@ def model_id(model) -> str:
     return str(name) if name else type(model).__name__
 
 
+def _token_ids(*candidates) -> torch.Tensor | None:
+    """The first [rows, tokens] integer tensor: audio features and embeddings are not token ids."""
+    for value in candidates:
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and not value.is_floating_point():
+            return value
+    return None
+
+
 @dataclass
 class GenerateCall:
     model_id: str
@@ -66,6 +74,14 @@ class GenerateCall:
     eos_token_ids: set[int] = field(default_factory=set)
     pad_token_id: int | None = None
     tokenizer: object | None = None
+    # (rows, positions) of a decoder-only prompt given as inputs_embeds alone
+    embeds_shape: tuple[int, int] | None = None
+    # the decoder tokens an encoder-decoder's returned sequences start with (its start token by default)
+    decoder_prompt_width: int = 1
+    # assisted decoding or prompt lookup: a forward may accept several tokens at once
+    speculative: bool = False
+    # the models whose own generate calls make this call's drafts (an assistant, or the model itself)
+    draft_models: tuple = ()
 
     @classmethod
     def parse(cls, model, wrapped, args, kwargs) -> "GenerateCall":
@@ -77,20 +93,23 @@ class GenerateCall:
             # an explicit None wins, as in generate (e.g. eos_token_id=None: never stop early)
             return extra[name] if name in extra else getattr(config, name, None)
 
-        input_ids = arguments.get("inputs")
-        if input_ids is None:
-            input_ids = extra.get("input_ids")
-        if not isinstance(input_ids, torch.Tensor):
-            input_ids = None
+        input_ids = _token_ids(arguments.get("inputs"), extra.get("input_ids"))
         mask = extra.get("attention_mask")
         is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        prompt_width = 0 if input_ids is None else int(input_ids.shape[-1])
+        embeds = None if is_encoder_decoder or input_ids is not None else extra.get("inputs_embeds")
+        embeds_shape = tuple(embeds.shape[:2]) if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 else None
+        decoder_ids = _token_ids(extra.get("decoder_input_ids"))
+        prompt_width = int(input_ids.shape[-1]) if input_ids is not None else (embeds_shape or (0, 0))[1]
         max_new_tokens = _max_new_tokens(model.config, effective, is_encoder_decoder, prompt_width)
         do_sample = bool(effective("do_sample"))
+        assistant = arguments.get("assistant_model")
+        early_exit = effective("assistant_early_exit")
         return cls(
             model_id=model_id(model),
             is_encoder_decoder=is_encoder_decoder,
             input_ids=input_ids,
+            embeds_shape=embeds_shape,
+            decoder_prompt_width=1 if decoder_ids is None else int(decoder_ids.shape[-1]),
             attention_mask=mask if isinstance(mask, torch.Tensor) else None,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,
@@ -102,12 +121,17 @@ class GenerateCall:
             eos_token_ids=_as_id_set(effective("eos_token_id")),
             pad_token_id=effective("pad_token_id"),
             tokenizer=extra.get("tokenizer"),
+            speculative=bool(assistant is not None or effective("prompt_lookup_num_tokens") or early_exit),
+            draft_models=tuple(m for m in (assistant, model if early_exit else None) if m is not None),
         )
 
     def input_token_counts(self) -> list[int]:
-        if self.attention_mask is not None:
+        """Prompt tokens per row, padding excluded; empty when the input is not tokens (audio features)."""
+        if self.attention_mask is not None and self.attention_mask.dim() == 2:
             return [int(v) for v in self.attention_mask.sum(-1).tolist()]
         if self.input_ids is None:
+            if self.embeds_shape is not None:
+                return [self.embeds_shape[1]] * self.embeds_shape[0]
             return []
         ids = self.input_ids
         if self.pad_token_id is not None and int(self.pad_token_id) not in self.eos_token_ids:
@@ -126,7 +150,7 @@ class GenerateCall:
 
     def generated_part(self, sequences: torch.Tensor) -> torch.Tensor:
         if self.is_encoder_decoder:
-            return sequences[:, 1:]
+            return sequences[:, self.decoder_prompt_width :]
         width = 0 if self.input_ids is None else self.input_ids.shape[-1]
         return sequences[:, width:]
 

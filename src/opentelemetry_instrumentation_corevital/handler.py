@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from contextvars import ContextVar
 
 from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .capture.inputs import call_prompt_ids
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
 from .generate_call import GenerateCall, GenerateResult
@@ -21,6 +23,12 @@ from .telemetry.health import HealthRecorder
 from .telemetry.metrics import Instruments
 
 _logger = logging.getLogger(__name__)
+# ids of the models drafting for the generate calls running in this context: their own
+# generate calls are part of the user's call (assisted decoding), not calls of their own
+_DRAFTING: ContextVar[frozenset[int]] = ContextVar("corevital_drafting_models", default=frozenset())
+SPECULATIVE_REASON = (
+    "assisted decoding and prompt lookup accept several tokens per forward; per-token health is not captured"
+)
 OPERATION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
 PROVIDER = "huggingface"
 
@@ -58,11 +66,20 @@ class GenerationHandler:
             self.faults.record(span, stage, exc)
 
     def generate(self, wrapped, model, args, kwargs):
+        if id(model) in _DRAFTING.get():
+            return wrapped(*args, **kwargs)
         try:
             call = GenerateCall.parse(model, wrapped, args, kwargs)
         except Exception as exc:
             self.faults.record(trace.INVALID_SPAN, "request", exc)
             return wrapped(*args, **kwargs)
+        drafting = _DRAFTING.set(_DRAFTING.get() | {id(m) for m in call.draft_models})
+        try:
+            return self._traced(wrapped, model, call, args, kwargs)
+        finally:
+            _DRAFTING.reset(drafting)
+
+    def _traced(self, wrapped, model, call: GenerateCall, args, kwargs):
         span = self._start_span(call)
         profile = None
         with self._guard(span, "profile"):
@@ -80,7 +97,7 @@ class GenerationHandler:
             call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
         try:
             live = live_call.active() if live_call is not None else contextlib.nullcontext()
-            with trace.use_span(span, end_on_exit=False), session.active(), live:
+            with trace.use_span(span, end_on_exit=False), session.active(), live, call_prompt_ids(call.input_ids):
                 output = wrapped(*call_args, **call_kwargs)
         except BaseException as exc:
             session.detach()
@@ -105,7 +122,7 @@ class GenerationHandler:
 
     def _capture_options(self, call: GenerateCall, profile=None) -> CaptureOptions:
         return CaptureOptions(
-            probes=self.settings.probes_enabled,
+            probes=self.settings.probes_enabled and not call.speculative,
             attention_stride=self.settings.attention_stride,
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
@@ -159,11 +176,12 @@ class GenerationHandler:
             live_call.apply_to_result(result)  # sequences stopped by CoreVitalStoppingCriteria
         metric_attributes = self._metric_attributes(call)
         self.instruments.operation_duration.record(duration, metric_attributes)
-        input_tokens = sum(call.input_token_counts())
+        input_counts = call.input_token_counts()  # empty when the input is not tokens (audio features)
         output_tokens = sum(result.output_token_counts)
         span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
         span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, result.finish_reasons)
-        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
+        usage = [("input", sum(input_counts))] if input_counts else []
+        for token_type, count in usage + [("output", output_tokens)]:
             self.instruments.token_usage.record(count, {**metric_attributes, gen_ai.GEN_AI_TOKEN_TYPE: token_type})
         self._record_timing(session, duration, result, metric_attributes)
         if self.settings.capture_message_content:
@@ -171,6 +189,8 @@ class GenerationHandler:
                 gen_ai.GEN_AI_OUTPUT_MESSAGES,
                 content.output_messages(call.tokenizer, result.completions, result.finish_reasons),
             )
+        if call.speculative and self.settings.probes_enabled:
+            span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, SPECULATIVE_REASON)
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
             self.faults.record(span, session.fault[0], session.fault[1])

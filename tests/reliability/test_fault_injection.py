@@ -41,7 +41,7 @@ def _raise(*args, **kwargs):
 # (case id, object to patch, attribute, stage named on the span, capture mode)
 FAULTS = [
     ("attach: layout discovery", capture_session, "find_layout", "attach", "summary"),
-    ("probe: forward pre-hook", capture_session, "_decoder_input_ids", "step", "summary"),
+    ("probe: forward pre-hook", capture_session, "decoder_step_ids", "step", "summary"),
     ("probe: buffer allocation", capture_session, "StepBuffers", "step", "summary"),
     ("probe: layer output", StepBuffers, "record_hidden_row", "hidden", "summary"),
     ("probe: output head", StepBuffers, "record_step_end", "logits", "summary"),

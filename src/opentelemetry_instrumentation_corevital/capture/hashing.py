@@ -42,3 +42,22 @@ def prefix_hashes_numpy(sequences: np.ndarray, prompt_width: int, steps: int) ->
             if prompt_width + t < sequences.shape[1]:
                 current = current * MULTIPLIER + sequences[:, prompt_width + t].astype(np.int64)
         return out
+
+
+def parents_from_full_rows(
+    previous: torch.Tensor, ids: torch.Tensor, prompt_width: int, step: int, beams: int
+) -> torch.Tensor | None:
+    """Beam parents when a model runs without a cache and each forward gets the full rows.
+
+    previous: [R] hashes of every row's tokens before `step`; ids: [R, W] this step's inputs,
+    rows grouped by input, `beams` rows each. Row r's parent is the earlier row of the same
+    input whose hash equals ids[r] without its newest token (inputs may share a prefix, as
+    every seq2seq decoder starts from the same token). Found on the device: no host sync.
+    None when the inputs are not full rows.
+    """
+    if ids.shape[1] != prompt_width + step:
+        return None
+    prefixes = fold_torch(ids[:, :-1])
+    group = torch.arange(ids.shape[0], device=ids.device) // max(1, beams)
+    same = (prefixes[:, None] == previous[None, :]) & (group[:, None] == group[None, :])
+    return same.int().argmax(dim=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -21,9 +23,23 @@ class ModelLayout:
     is_encoder_decoder: bool = False
     attn_implementation: str = ""
 
+    # class name of attention modules that run their kernel themselves, outside the attention registry
+    unregistered_attention: str = ""
+
     @property
     def num_layers(self) -> int:
         return len(self.decoder_layers)
+
+    def never_observed_reason(self) -> str:
+        """Why attention modules exist but no probe saw them."""
+        implementation = repr(self.attn_implementation or "model")
+        if self.unregistered_attention and self.attn_implementation != "eager":
+            return (
+                f"{self.unregistered_attention} runs its {implementation} attention itself, outside transformers' "
+                "attention registry, and returns no weights; load the model with attn_implementation='eager' "
+                "to observe attention"
+            )
+        return f"the {implementation} attention implementation was never observed"
 
 
 def _decoder_root(model: nn.Module) -> nn.Module:
@@ -38,13 +54,26 @@ def _decoder_root(model: nn.Module) -> nn.Module:
     return model
 
 
-def _layer_stack(root: nn.Module) -> list[nn.Module]:
-    """The shallowest list of same-class blocks (T5 blocks also hold a list of sub-layers)."""
+def _layer_count(config) -> int | None:
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for attr in ("decoder_layers", "num_decoder_layers", "num_hidden_layers", "n_layer", "n_layers"):
+        value = getattr(text_config, attr, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _layer_stack(root: nn.Module, layer_count: int | None) -> list[nn.Module]:
+    """The shallowest list of decoder blocks (T5 blocks also hold a list of sub-layers).
+
+    Blocks are of one class, or of several when the list holds exactly the model's layer count
+    (hybrids such as Jamba interleave Mamba and attention layers of different classes).
+    """
     best, best_key = [], None
     for name, module in root.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
-        if len({type(child) for child in module}) != 1:
+        if len({type(child) for child in module}) != 1 and len(module) != layer_count:
             continue
         key = (name.count("."), -len(module))
         if best_key is None or key < best_key:
@@ -71,14 +100,26 @@ def _num_heads(config) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=64)
+def _uses_registry(attention_class: type) -> bool:
+    """Whether the class dispatches through transformers' attention registry (unknown counts as yes)."""
+    try:
+        source = inspect.getsource(attention_class.forward)
+    except (OSError, TypeError):
+        return True
+    return "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface" in source
+
+
 def find_layout(model: nn.Module) -> ModelLayout:
     config = model.config
     root = _decoder_root(model)
-    layers = _layer_stack(root)
-    attention = {}
+    layers = _layer_stack(root, _layer_count(config))
+    attention, unregistered = {}, ""
     for index, layer in enumerate(layers):
         for name, module in _innermost_attention_modules(layer):
             attention[id(module)] = (index, bool(_CROSS_ATTENTION_NAME.search(name)))
+            if not unregistered and not _uses_registry(type(module)):
+                unregistered = type(module).__name__
     get_head = getattr(model, "get_output_embeddings", None)
     lm_head = get_head() if callable(get_head) else None
     return ModelLayout(
@@ -89,4 +130,5 @@ def find_layout(model: nn.Module) -> ModelLayout:
         num_heads=_num_heads(config),
         is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
         attn_implementation=str(getattr(config, "_attn_implementation", "") or ""),
+        unregistered_attention=unregistered,
     )

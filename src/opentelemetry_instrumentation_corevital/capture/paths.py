@@ -18,23 +18,28 @@ class PathError(Exception):
     pass
 
 
-def _beam_paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray) -> np.ndarray:
-    """A beam that finished early left the running rows: its later, invalid steps keep its last row."""
+def _beam_paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray, beams: int) -> np.ndarray:
+    """A beam that finished early left the running rows: its later, invalid steps keep its last row.
+
+    A sequence is looked up among its own input's beams only: inputs may share a prefix (every
+    seq2seq decoder starts from the same token), so a hash alone does not name the input.
+    """
     wanted = hashing.prefix_hashes_numpy(sequences, host.prompt_width, steps)
     paths = np.zeros(wanted.shape, dtype=np.int64)
+    returned = sequences.shape[0] // max(1, host.rows // beams)  # rows = inputs x beams
     for t in range(steps):
-        row_of = {int(h): r for r, h in enumerate(host.row_hashes[t])}
+        row_of = {(r // beams, int(h)): r for r, h in enumerate(host.row_hashes[t])}
         for n in range(sequences.shape[0]):
-            row = row_of.get(int(wanted[n, t]))
+            row = row_of.get((n // returned, int(wanted[n, t])))
             if row is None and valid[n, t]:
                 raise PathError(f"returned sequence {n} matches no beam at step {t}")
             paths[n, t] = paths[n, t - 1] if row is None and t else (row or 0)
     return paths
 
 
-def _paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray) -> np.ndarray:
+def _paths(host: HostSummaries, sequences: np.ndarray, steps: int, valid: np.ndarray, beams: int) -> np.ndarray:
     if host.row_hashes is not None:
-        return _beam_paths(host, sequences, steps, valid)
+        return _beam_paths(host, sequences, steps, valid, beams)
     if sequences.shape[0] != host.rows:
         raise PathError(f"{sequences.shape[0]} returned sequences for {host.rows} decoding rows")
     return np.broadcast_to(np.arange(host.rows)[:, None], (host.rows, steps))
@@ -104,7 +109,7 @@ def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token
     steps = max(0, min(sequences.shape[1] - host.prompt_width, host.forwards))
     generated = sequences[:, host.prompt_width : host.prompt_width + steps]
     valid = _valid_mask(generated, eos_token_ids)
-    paths = _paths(host, sequences, steps, valid)
+    paths = _paths(host, sequences, steps, valid, max(1, options.num_beams))
     t_idx = np.broadcast_to(np.arange(steps)[None, :], paths.shape)
     logits = np.empty((*paths.shape, len(LOGIT_STATS)), dtype=np.float32)
     device_logits = host.logits[t_idx, paths]

@@ -43,14 +43,11 @@ class PromptSummaries:
 class PromptProbe:
     """Collects prompt telemetry on the device; copied to the host once at the end."""
 
-    def __init__(self, num_layers: int, rows: slice, padding_mask: torch.Tensor | None, length: int):
+    def __init__(self, num_layers: int, rows: slice, attention_mask, length: int):
         # a strided slice (one row per input prompt): indexing with it makes views, never copies
         self.rows = rows
         # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
-        if padding_mask is None:
-            self.real = None
-        else:
-            self.real = padding_mask[rows, -length:].bool()
+        self.real = real_prompt_tokens(attention_mask, rows, length)
         self.num_layers = num_layers
         self.transformation: list[torch.Tensor | None] = [None] * num_layers
         self.basin: list[torch.Tensor | None] = [None] * num_layers
@@ -109,10 +106,14 @@ class PromptProbe:
         return len(range(*self.rows.indices(self.rows.stop)))
 
     def _real_tokens(self, length: int, keys_length: int) -> torch.Tensor:
-        if self.real is None or self.real.shape[1] != keys_length:
-            device = self.real.device if self.real is not None else None
+        real = self.real
+        if real is not None and real.shape[1] < keys_length:
+            # a static cache's keys span the whole cache; the slots after the prompt are unfilled
+            real = torch.nn.functional.pad(real, (0, keys_length - real.shape[1]), value=False)
+        if real is None or real.shape[1] != keys_length:
+            device = real.device if real is not None else None
             return torch.ones((self._row_count(), keys_length), device=device)
-        return self.real.float()
+        return real.float()
 
     def observe_final_hidden(self, hidden: torch.Tensor, lm_head: torch.nn.Module, prompt_ids: torch.Tensor) -> None:
         if not isinstance(lm_head, torch.nn.Linear) or hidden.shape[1] < 2:
@@ -144,6 +145,25 @@ class PromptProbe:
         return out
 
 
+def real_prompt_tokens(attention_mask, rows: slice, length: int) -> torch.Tensor | None:
+    """[rows, P] True for real prompt tokens, from the mask the prefill forward received.
+
+    That is the 2-D padding mask, or under a static cache the model's prepared 4-D mask, or a
+    dict of them per layer type: the newest query of a causal prefill may attend exactly the
+    real prompt tokens, so the last row of the full-attention mask is the padding mask.
+    """
+    if isinstance(attention_mask, dict):
+        attention_mask = attention_mask.get("full_attention", next(iter(attention_mask.values()), None))
+    if not isinstance(attention_mask, torch.Tensor):
+        return None
+    if attention_mask.dim() == 2:
+        return attention_mask[rows, -length:].bool()
+    if attention_mask.dim() != 4:
+        return None
+    newest = attention_mask[rows, 0, -1, :length]
+    return newest.bool() if newest.dtype == torch.bool else newest == 0
+
+
 def _stack_host(per_layer: list, index: int) -> np.ndarray:
     values = [layer[index].cpu().numpy() if layer is not None else None for layer in per_layer]
     present = [v for v in values if v is not None]
@@ -154,11 +174,10 @@ def _stack_host(per_layer: list, index: int) -> np.ndarray:
 
 
 def _middle_third(real: torch.Tensor) -> torch.Tensor:
-    """[rows, K] weights: 1 on the middle third of each row's real (unpadded) tokens."""
+    """[rows, K] weights: 1 on the middle third of each row's real tokens (padding and unfilled slots excluded)."""
     count = real.sum(-1, keepdim=True)
-    first = real.shape[1] - count
-    position = torch.arange(real.shape[1], device=real.device)[None, :] - first
-    return ((position >= count // 3) & (position < 2 * count // 3)).float()
+    rank = real.cumsum(-1) - 1  # position among the row's real tokens
+    return ((real > 0) & (rank >= count // 3) & (rank < 2 * count // 3)).float()
 
 
 def sampled_queries(length: int, device) -> torch.Tensor:

@@ -18,6 +18,8 @@ import torch
 from . import stats
 from .buffers import StepBuffers
 from .clock import FirstTokenClock
+from .hashing import parents_from_full_rows
+from .inputs import decoder_step_ids, forward_cache
 from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
@@ -63,6 +65,7 @@ class CaptureSession:
         self.prompt: PromptProbe | None = None
         self.prompt_summaries = None
         self._prompt_ids: torch.Tensor | None = None
+        self._prefill_kwargs: dict | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -138,8 +141,9 @@ class CaptureSession:
         if not self.capturing:
             return
         with self._guard("step"):
-            ids = _decoder_input_ids(self.model, args, kwargs)
+            ids = decoder_step_ids(self.model, args, kwargs)
             if self.step == 0:
+                self._prefill_kwargs = kwargs
                 self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
                 self._prompt_ids = ids
                 if self.options.prompt_telemetry and ids.shape[1] > 1:
@@ -147,13 +151,18 @@ class CaptureSession:
                     rows = slice(0, ids.shape[0], stride)
                     self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
             elif self.step < self.buffers.max_steps:
-                self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
+                parents = self._take_parents()
+                if parents is None and self.buffers.row_hashes is not None:
+                    hashes = self.buffers.row_hashes[self.step - 1]
+                    width, beams = self.buffers.prompt_width, self.options.num_beams
+                    parents = parents_from_full_rows(hashes, ids, width, self.step, beams)
+                self.buffers.record_chosen_tokens(self.step, ids[:, -1], parents)
 
     def _on_forward_end(self, module, args, output):
         if not (self._owns_call() and self.capturing and self.step == 0 and self.options.num_beams > 1):
             return
         with self._guard("beam"):
-            self._observe_beam_reorders(getattr(output, "past_key_values", None))
+            self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
     def _on_layer_output(self, index, module, args, kwargs, output=None):
         if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
@@ -192,7 +201,8 @@ class CaptureSession:
         if where is None:
             return
         with self._guard("attention"):
-            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            # attention modules return their weights last: (output, weights), T5 (output, bias, weights)
+            weights = output[-1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
             if weights is None:
                 self.attention_unavailable_reason = "eager attention returned no weights"
                 return
@@ -264,9 +274,7 @@ class CaptureSession:
             summaries.num_heads = self.layout.num_heads
             summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
             if self._attention_never_observed():
-                self.attention_unavailable_reason = (
-                    f"the {self.layout.attn_implementation or 'model'!r} attention implementation was never observed"
-                )
+                self.attention_unavailable_reason = self.layout.never_observed_reason()
             summaries.attention_unavailable_reason = self.attention_unavailable_reason
             if self.prompt is not None:
                 self.prompt_summaries = self.prompt.to_host()
@@ -293,12 +301,3 @@ def _model_device(model) -> torch.device:
     except (StopIteration, AttributeError):
         return torch.device("cpu")
 
-
-def _decoder_input_ids(model, args, kwargs) -> torch.Tensor:
-    if getattr(model.config, "is_encoder_decoder", False):
-        ids = kwargs.get("decoder_input_ids")
-    else:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-    if ids is None:
-        raise CaptureFault("decoder input ids are not visible to the forward pre-hook")
-    return ids
