@@ -1,0 +1,193 @@
+"""Label-free calibration: from a model's own generations to a profile fitted on that model.
+
+No person labels anything. Each prompt is answered greedily and by a few seeded samples; the
+greedy run counts as a failure when its text degenerates into a loop (text.degeneration) or
+when the samples disagree with it (the model does not know its answer: answer-level
+uncertainty). Risk weights are a logistic regression of those labels on the greedy runs'
+risk features; thresholds come from the model's own healthy runs. Pure numpy: the caller
+generates, this module only fits and reports.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..profiles import RISK_FEATURE_NAMES, Profile
+from ..summaries import RunSummaries
+from .risk import risk_features
+from .text import degeneration
+
+L2_PENALTY = 1.0  # on standardised weights; keeps constant or separable features finite
+AGREEMENT_WORDS = 12  # the answer's opening words are what samples must agree on
+AGREEMENT_MIN_JACCARD = 0.5  # a sample agrees when it shares at least half the opening words
+DISAGREEMENT_LABEL = 0.5  # below this fraction of agreeing samples the greedy answer is "unsure"
+MIN_RUNS = 12  # fewer labelled runs than this cannot support a fit
+_WORDS = re.compile(r"[^\W_]+")
+
+# Features a calibrated risk model may use: all but the ones that need NaN/Inf (handled apart).
+CALIBRATION_FEATURES = RISK_FEATURE_NAMES
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """One prompt's greedy run (its summaries, N = 1) and the texts of its samples."""
+
+    prompt_index: int
+    summaries: RunSummaries
+    greedy_text: str
+    sample_texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    failure: bool
+    reason: str  # degenerate | disagreement | ok
+    agreement: float
+
+
+def opening_words(text: str) -> set[str]:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return set(_WORDS.findall(lines[0].lower())[:AGREEMENT_WORDS]) if lines else set()
+
+
+def agreement(greedy_text: str, sample_texts: tuple[str, ...]) -> float:
+    """Fraction of samples whose opening words overlap the greedy answer's by the Jaccard minimum."""
+    if not sample_texts:
+        return 1.0
+    reference = opening_words(greedy_text)
+    agreeing = 0
+    for text in sample_texts:
+        words = opening_words(text)
+        union = reference | words
+        if union and len(reference & words) / len(union) >= AGREEMENT_MIN_JACCARD:
+            agreeing += 1
+    return agreeing / len(sample_texts)
+
+
+def label_run(run: CalibrationRun) -> RunLabel:
+    agreed = agreement(run.greedy_text, run.sample_texts)
+    if degeneration(run.greedy_text).degenerate:
+        return RunLabel(True, "degenerate", agreed)
+    if agreed < DISAGREEMENT_LABEL:
+        return RunLabel(True, "disagreement", agreed)
+    return RunLabel(False, "ok", agreed)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = L2_PENALTY, iterations: int = 100):
+    """L2-penalised logistic regression by Newton steps; returns (weights in raw units, bias).
+
+    Features are standardised for the fit and the weights mapped back, so the profile applies
+    them to risk_features() as they are.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = np.hstack([np.ones((x.shape[0], 1)), (x - mean) / scale])
+    theta = np.zeros(z.shape[1])
+    ridge = np.full(z.shape[1], penalty)
+    ridge[0] = 1e-3  # barely: keeps the intercept finite when one class is missing
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(z @ theta, -60, 60)))
+        gradient = z.T @ (p - y) + ridge * theta
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    weights = theta[1:] / scale
+    return weights, float(theta[0] - weights @ mean)
+
+
+def risk_model_of(x: np.ndarray, y: np.ndarray, features: tuple[str, ...]) -> dict:
+    """The profile's `risk_model` entry fitted on feature rows `x` and 0/1 failure labels `y`."""
+    weights, bias = fit_logistic(x, y)
+    healthy = x[y == 0] if (y == 0).any() else x
+    return {
+        "features": list(features),
+        "weights": [round(float(w), 6) for w in weights],
+        "bias": round(bias, 6),
+        "reference": [round(float(v), 6) for v in healthy.mean(axis=0)],
+    }
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Probability that a random failure scores above a random success (ties count half)."""
+    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return math.nan
+    greater = (scores[labels][:, None] > scores[~labels][None, :]).sum()
+    ties = (scores[labels][:, None] == scores[~labels][None, :]).sum()
+    return float((greater + 0.5 * ties) / (positives * negatives))
+
+
+def ece(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width probability bins, weighted by bin size."""
+    labels, probabilities = np.asarray(labels, float), np.asarray(probabilities, float)
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    total = sum(
+        (which == b).sum() * abs(labels[which == b].mean() - probabilities[which == b].mean())
+        for b in range(bins) if (which == b).any()
+    )
+    return float(total / labels.size) if labels.size else math.nan
+
+
+def held_out(prompt_indices: np.ndarray, fraction: float) -> np.ndarray:
+    """bool mask: every k-th prompt (k = round(1 / fraction)) is held out, deterministically."""
+    every = max(2, int(round(1 / fraction)))
+    return (np.asarray(prompt_indices) % every) == every - 1
+
+
+def thresholds_of(runs: list[CalibrationRun], labels: list[RunLabel], profile: Profile) -> dict:
+    """Thresholds from the model's own healthy greedy runs: a step is highly uncertain above
+    the 99th percentile of their per-step entropy (in bits, so per vocabulary)."""
+    entropies = [
+        run.summaries.logit("entropy")[run.summaries.valid]
+        for run, label in zip(runs, labels) if not label.failure
+    ]
+    values = np.concatenate(entropies) if entropies else np.zeros(0)
+    values = values[np.isfinite(values)]
+    if values.size < 20:
+        return {}
+    high = float(np.percentile(values, 99))
+    high = min(max(high, profile.low_entropy_bits + 0.5), 32.0)
+    return {"high_entropy_bits": round(high, 3)}
+
+
+def calibrate(runs: list[CalibrationRun], base: Profile, held_out_fraction: float = 0.25) -> tuple[dict, dict]:
+    """(profile keys to write, report): fit on the runs not held out, score the held-out ones.
+
+    Raises ValueError when there are too few runs or only one kind of label to learn from.
+    """
+    if len(runs) < MIN_RUNS:
+        raise ValueError(f"only {len(runs)} prompts were generated; calibration needs at least {MIN_RUNS}")
+    labels = [label_run(run) for run in runs]
+    y = np.array([label.failure for label in labels], float)
+    x = np.array([[risk_features(run.summaries, 0, base)[name] for name in CALIBRATION_FEATURES] for run in runs])
+    test = held_out(np.array([run.prompt_index for run in runs]), held_out_fraction)
+    train = ~test
+    if len(set(y[train].tolist())) < 2:
+        kind = "failed" if y[train].all() else "looked healthy"
+        raise ValueError(
+            f"all {int(train.sum())} training prompts {kind}; add prompts of mixed difficulty "
+            "(questions with short answers and open-ended tasks)"
+        )
+    model = risk_model_of(x[train], y[train], CALIBRATION_FEATURES)
+    weights, bias = np.array(model["weights"]), model["bias"]
+    scores = 1 / (1 + np.exp(-np.clip(x[test] @ weights + bias, -60, 60)))
+    keys = {"calibrated": True, "risk_model": model, **thresholds_of(runs, labels, base)}
+    reasons = [label.reason for label in labels]
+    report = {
+        "prompts": len(runs),
+        "held_out": int(test.sum()),
+        "failures": int(y.sum()),
+        "degenerate": reasons.count("degenerate"),
+        "disagreement": reasons.count("disagreement"),
+        "held_out_auroc": auroc(y[test].astype(bool), scores),
+        "held_out_ece": ece(y[test], scores),
+    }
+    return keys, report
