@@ -8,6 +8,8 @@ LISTENER_ERROR = "corevital.listener.error"
 LIVE_UNAVAILABLE_REASON = "corevital.live.unavailable_reason"
 ATTENTION_UNAVAILABLE_REASON = "corevital.attention.unavailable_reason"
 
+PROFILE_NAME = "corevital.profile.name"
+PROFILE_CALIBRATED = "corevital.profile.calibrated"  # fitted on this model's own generations
 RISK_SCORE = "corevital.risk.score"
 RISK_FACTORS = "corevital.risk.factors"
 HEALTH_NAN = "corevital.health.nan_detected"
