@@ -18,7 +18,7 @@ def test_defaults_match_the_documented_values():
     assert profile.name == "default" and profile.calibrated is False
     assert profile.high_entropy_bits == 4.0
     assert profile.repetition_cosine == 0.2
-    assert profile.repetition_relative_cosine == 0.5
+    assert profile.repetition_relative_cosine == 0.0
     assert profile.repetition_min_steps == 10
     assert profile.l2_explosion_multiplier == 8.0
     assert profile.risk_threshold_critical == 0.7
