@@ -37,7 +37,9 @@ def sure_llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
-    lines = [" ".join(f"zq{(k * 7 + j * 3) % 60 + 4}" for j in range(3 + k % 4)) for k in range(PROMPTS)]
+    # Every other prompt is a question: only a question's unsure answer counts as a failure.
+    lines = [" ".join(f"zq{(k * 7 + j * 3) % 60 + 4}" for j in range(3 + k % 4)) + " ?" * (k % 2)
+             for k in range(PROMPTS)]
     path.write_text("# my prompts\n\n" + "\n".join(lines) + "\n")
     return path
 

@@ -1,9 +1,10 @@
 """Label-free calibration: from a model's own generations to a profile fitted on that model.
 
 No person labels anything. Each prompt is answered greedily and by a few seeded samples; the
-greedy run counts as a failure when its text degenerates into a loop (text.degeneration) or
-when the samples disagree with it (the model does not know its answer: answer-level
-uncertainty). Risk weights are a logistic regression of those labels on the greedy runs'
+greedy run counts as a failure when its text degenerates into a loop (text.degeneration) or,
+for a question (a prompt ending in "?", before an "A:" answer cue), when most samples do not
+repeat its answer (the model does not know it: answer-level uncertainty). Open-ended prompts
+are never "unsure": their samples differ by nature, and that is not a failure. Risk weights are a logistic regression of those labels on the greedy runs'
 risk features; thresholds come from the model's own healthy runs. Pure numpy: the caller
 generates, this module only fits and reports.
 """
@@ -23,8 +24,13 @@ from .text import degeneration
 
 L2_PENALTY = 1.0  # on standardised weights; keeps constant or separable features finite
 AGREEMENT_WORDS = 12  # the answer's opening words are what samples must agree on
-AGREEMENT_MIN_JACCARD = 0.5  # a sample agrees when it shares at least half the opening words
+AGREEMENT_MIN_OVERLAP = 0.5  # a sample agrees when it shares half the content words of the shorter answer
 DISAGREEMENT_LABEL = 0.5  # below this fraction of agreeing samples the greedy answer is "unsure"
+# Words that carry no answer ("The answer is 8." agrees with "8").
+_FILLER = frozenset(
+    "a an the is are was were be of to in on at for and or it its this that these those as by with "
+    "answer answers result so i we you he she they there here".split()
+)
 MIN_RUNS = 12  # fewer labelled runs than this cannot support a fit
 _WORDS = re.compile(r"[^\W_]+")
 
@@ -49,30 +55,43 @@ class RunLabel:
     agreement: float
 
 
-def opening_words(text: str) -> set[str]:
+def is_question(prompt: str) -> bool:
+    text = prompt.strip()
+    if text.endswith("A:"):
+        text = text[:-2].rstrip()
+    return text.endswith("?")
+
+
+def answer_words(text: str, prompt: str = "") -> set[str]:
+    """Content words of the answer's first line (its opening words), minus the prompt's own words."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return set(_WORDS.findall(lines[0].lower())[:AGREEMENT_WORDS]) if lines else set()
+    if not lines:
+        return set()
+    asked = set(_WORDS.findall(prompt.lower()))
+    return {w for w in _WORDS.findall(lines[0].lower())[:AGREEMENT_WORDS] if w not in _FILLER and w not in asked}
 
 
-def agreement(greedy_text: str, sample_texts: tuple[str, ...]) -> float:
-    """Fraction of samples whose opening words overlap the greedy answer's by the Jaccard minimum."""
+def agreement(greedy_text: str, sample_texts: tuple[str, ...], prompt: str = "") -> float:
+    """Fraction of samples that share at least half the content words of the shorter answer."""
     if not sample_texts:
         return 1.0
-    reference = opening_words(greedy_text)
+    reference = answer_words(greedy_text, prompt)
     agreeing = 0
     for text in sample_texts:
-        words = opening_words(text)
-        union = reference | words
-        if union and len(reference & words) / len(union) >= AGREEMENT_MIN_JACCARD:
+        words = answer_words(text, prompt)
+        shorter = min(len(reference), len(words))
+        if shorter == 0:
+            agreeing += reference == words
+        elif len(reference & words) / shorter >= AGREEMENT_MIN_OVERLAP:
             agreeing += 1
     return agreeing / len(sample_texts)
 
 
-def label_run(run: CalibrationRun) -> RunLabel:
-    agreed = agreement(run.greedy_text, run.sample_texts)
+def label_run(run: CalibrationRun, prompt: str) -> RunLabel:
+    agreed = agreement(run.greedy_text, run.sample_texts, prompt)
     if degeneration(run.greedy_text).degenerate:
         return RunLabel(True, "degenerate", agreed)
-    if agreed < DISAGREEMENT_LABEL:
+    if is_question(prompt) and agreed < DISAGREEMENT_LABEL:
         return RunLabel(True, "disagreement", agreed)
     return RunLabel(False, "ok", agreed)
 
@@ -158,14 +177,16 @@ def thresholds_of(runs: list[CalibrationRun], labels: list[RunLabel], profile: P
     return {"high_entropy_bits": round(high, 3)}
 
 
-def calibrate(runs: list[CalibrationRun], base: Profile, held_out_fraction: float = 0.25) -> tuple[dict, dict]:
+def calibrate(runs: list[CalibrationRun], prompts: list[str], base: Profile,
+              held_out_fraction: float = 0.25) -> tuple[dict, dict]:
     """(profile keys to write, report): fit on the runs not held out, score the held-out ones.
+    `prompts[run.prompt_index]` is each run's prompt.
 
     Raises ValueError when there are too few runs or only one kind of label to learn from.
     """
     if len(runs) < MIN_RUNS:
         raise ValueError(f"only {len(runs)} prompts were generated; calibration needs at least {MIN_RUNS}")
-    labels = [label_run(run) for run in runs]
+    labels = [label_run(run, prompts[run.prompt_index]) for run in runs]
     y = np.array([label.failure for label in labels], float)
     x = np.array([[risk_features(run.summaries, 0, base)[name] for name in CALIBRATION_FEATURES] for run in runs])
     test = held_out(np.array([run.prompt_index for run in runs]), held_out_fraction)

@@ -41,7 +41,7 @@ def calibrate(args) -> int:
     runs = _generate(loaded, prompts, args, work, progress)
     base = load_profile("default")  # the written file is merged over the default profile
     try:
-        keys, report = calibration.calibrate(runs, base, held_out_fraction=args.held_out)
+        keys, report = calibration.calibrate(runs, prompts, base, held_out_fraction=args.held_out)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     model_type = getattr(loaded.model.config, "model_type", "") or ""
