@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     parser.add_argument("--cache", type=Path, default=None, help="summaries cache (default OUT/cache)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--write-profile", action=argparse.BooleanOptionalAction, default=None,
-                        help="write the fitted risk_model into the shipped profile (default: on unless --smoke)")
+    parser.add_argument("--write-profile", action="store_true",
+                        help="write the fitted risk_model into the shipped profile (no shipped profile is fitted "
+                             "today: fitting is `corevital calibrate`'s job on the user's model)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
@@ -66,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     rescore(rows, items, generations, load_profile(model_type, {"risk_model": risk_model}))
     results = evaluate(rows, resamples=args.bootstrap)
     results["risk_model"] = risk_model
-    write_profile = (not args.smoke) if args.write_profile is None else args.write_profile
-    if write_profile:
+    if args.write_profile:
         _write_profile(shipped.name, risk_model)
     meta = _meta(args, argv, items, started, generated, shipped.name)
     table = write(args.out, rows, results, meta)

@@ -75,7 +75,8 @@ def summary(rows: list[dict], resamples: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval.transfer", description=__doc__)
     parser.add_argument("--cache", type=Path, required=True, help="folder holding one summaries cache per model")
-    parser.add_argument("--profiles", type=Path, help="folder holding calibrated-MODEL.json from corevital calibrate")
+    parser.add_argument("--profiles", type=Path, default=HERE / "results",
+                        help="folder holding calibrated-MODEL.json from corevital calibrate (default: %(default)s)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "transfer.json")
     args = parser.parse_args(argv)
