@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
-    parser.add_argument("--cache", type=Path, default=None, help="summaries cache (default OUT/cache)")
+    parser.add_argument("--cache", type=Path, default=None, help="summaries cache (default OUT/MODEL/cache)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--write-profile", action="store_true",
                         help="write the fitted risk_model into the shipped profile (no shipped profile is fitted "
