@@ -32,9 +32,10 @@ _FILLER = frozenset(
     "answer answers result so i we you he she they there here".split()
 )
 MIN_RUNS = 12  # fewer labelled runs than this cannot support a fit
+ECE_BINS = 10
 _WORDS = re.compile(r"[^\W_]+")
 
-# Features a calibrated risk model may use: all but the ones that need NaN/Inf (handled apart).
+# A calibrated risk model weighs every feature (NaN/Inf is an override, never a feature).
 CALIBRATION_FEATURES = RISK_FEATURE_NAMES
 
 
@@ -135,24 +136,39 @@ def risk_model_of(x: np.ndarray, y: np.ndarray, features: tuple[str, ...]) -> di
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Probability that a random failure scores above a random success (ties count half)."""
-    labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
+    labels = np.asarray(labels, bool)
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if positives == 0 or negatives == 0:
         return math.nan
-    greater = (scores[labels][:, None] > scores[~labels][None, :]).sum()
-    ties = (scores[labels][:, None] == scores[~labels][None, :]).sum()
-    return float((greater + 0.5 * ties) / (positives * negatives))
+    ranks = _average_ranks(np.asarray(scores, float))
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def ece(labels: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+def ece(labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error over equal-width probability bins, weighted by bin size."""
     labels, probabilities = np.asarray(labels, float), np.asarray(probabilities, float)
+    if labels.size == 0:
+        return math.nan
     which = np.minimum((probabilities * bins).astype(int), bins - 1)
     total = sum(
         (which == b).sum() * abs(labels[which == b].mean() - probabilities[which == b].mean())
         for b in range(bins) if (which == b).any()
     )
-    return float(total / labels.size) if labels.size else math.nan
+    return float(total / labels.size)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(values.size)
+    sorted_values = values[order]
+    start = 0
+    while start < values.size:
+        end = start
+        while end + 1 < values.size and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
 
 
 def held_out(prompt_indices: np.ndarray, fraction: float) -> np.ndarray:

@@ -147,8 +147,9 @@ def _run_batch(loaded, indices: list[int], prompts: list[str], args) -> list:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = [_prompt_text(tokenizer, prompt, args.chat_template) for prompt in prompts]
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=args.chat_template == "off"
-                       or not getattr(tokenizer, "chat_template", None)).to(model.device)
+    # A chat template already opens with the model's BOS; plain text needs the tokenizer to add it.
+    templated = texts != prompts
+    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(model.device)
     eos = model.generation_config.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
     common = {"max_new_tokens": args.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
