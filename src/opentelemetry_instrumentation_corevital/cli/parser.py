@@ -101,7 +101,7 @@ def _add_calibrate(commands) -> None:
                            help="one prompt per line (or .jsonl); default: a built-in generic set")
     calibrate.add_argument("--out", required=True, metavar="PROFILE.json", help="the profile file to write")
     calibrate.add_argument("--name", help="profile name on the spans (default: calibrated-MODEL)")
-    calibrate.add_argument("--samples", type=_positive, default=2, help="seeded samples per prompt (default: %(default)s)")
+    calibrate.add_argument("--samples", type=_positive, default=4, help="seeded samples per prompt (default: %(default)s)")
     calibrate.add_argument("--max-new-tokens", type=_positive, default=48, help="default: %(default)s")
     calibrate.add_argument("--batch-size", type=_positive, default=8, help="default: %(default)s")
     calibrate.add_argument("--max-minutes", type=float, default=30.0, help="stop generating after this long (default: %(default)s)")
