@@ -94,6 +94,8 @@ def test_the_span_names_the_calibrated_profile_from_the_keyword_and_from_the_env
     assert attributes[PROFILE_CALIBRATED] is True
     monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_PROFILE", str(path))
     assert Settings.resolve().profile == str(path)
+    assert Settings.resolve({"profile": path}, environ={}).profile == str(path)  # a Path works too
+    assert Settings.resolve({"profile": None}).profile is None  # None switches the file off
 
 
 def test_without_a_profile_file_the_span_names_the_architecture_profile(sure_llama, instrument, telemetry):
@@ -109,6 +111,8 @@ def test_a_bad_profile_file_is_refused_by_instrument_and_ignored_from_the_enviro
     missing = tmp_path / "nope.json"
     with pytest.raises(ValueError, match="profile file .*nope.json: not found"):
         Settings.resolve({"profile": str(missing)}, environ={})
+    with pytest.raises(ValueError, match="'profile': must be the path of a profile file"):
+        Settings.resolve({"profile": 5}, environ={})
     with caplog.at_level(logging.WARNING):
         settings = Settings.resolve(environ={"OTEL_INSTRUMENTATION_COREVITAL_PROFILE": str(missing)})
     assert settings.profile is None
