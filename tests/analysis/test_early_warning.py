@@ -64,10 +64,10 @@ def test_signals_combine_as_independent_odds():
 def test_repetition_building_before_the_loop_is_confirmed():
     run = make_run(steps=30)
     tokens = np.arange(500, 530)
-    tokens[10:20] = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4]  # period 6 needs 6 repeating steps; 4 so far
+    tokens[10:22] = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6]  # period 6 needs 12 repeating steps; 6 so far
     set_tokens(run, 0, tokens)
-    assert early_warning(run, 0, upto_step=17, profile=PROFILE).signals == ()
-    assert early_warning(run, 0, upto_step=18, profile=PROFILE).signals == ("repetition_building",)
+    assert early_warning(run, 0, upto_step=20, profile=PROFILE).signals == ()
+    assert early_warning(run, 0, upto_step=21, profile=PROFILE).signals == ("repetition_building",)
 
 
 def test_hidden_norm_growth_ignores_the_prompt_step():

@@ -27,7 +27,7 @@ def test_entries_hold_what_the_layout_names():
     run = make_run(steps=15, layers=4, entropy=2.0, margin=0.25)
     run.logits[0, 3, logit_column("entropy")] = 6.0
     run.hidden[0, :, 3, hidden_column("l2_norm")] = 4 * run.hidden[0, :, 0, hidden_column("l2_norm")]
-    set_tokens(run, 0, [1, 2, 3, 1, 2, 3, 1, 2, 3] + list(range(50, 56)))
+    set_tokens(run, 0, [1, 2, 3] * 5)
     vector = fingerprint(run, 0, PROFILE, risk_score=0.42, failure_risk=0.3)
     assert entry(vector, "valid_steps_log2") == pytest.approx(4.0)
     assert entry(vector, "entropy_max") == 6.0

@@ -26,13 +26,13 @@ def test_l2_explosion_blames_its_first_middle_layer():
     assert blamed_layers(run, 0, PROFILE) == [4]
 
 
-def test_structural_collapse_is_not_blamed_but_a_spike_is():
+def test_structural_collapse_is_not_blamed_but_a_lasting_change_is():
     run = make_run(steps=8, layers=4, attention=True, num_heads=8)
     run.attention[0, :, 1, COLLAPSED] = 3  # the same three heads collapse at every step: by design
     assert blamed_layers(run, 0, PROFILE) == []
-    run.attention[0, 5, 2, COLLAPSED] = 2  # 2 = max(1, 0.25 * 8) above the layer's median of 0
+    run.attention[0, 6:, 2, COLLAPSED] = 4  # 4 = max(1, 0.5 * 8) above the layer's median of 0, 2 of 8 steps
     assert blamed_layers(run, 0, PROFILE) == [2]
-    run.attention[0, 6, 1, COLLAPSED] = 4  # only one above this layer's usual three
+    run.attention[0, 6:, 1, COLLAPSED] = 4  # only one above this layer's usual three
     assert blamed_layers(run, 0, PROFILE) == [2]
 
 

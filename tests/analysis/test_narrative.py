@@ -42,8 +42,8 @@ def test_everything_wrong_at_once_stays_within_four_sentences():
     run = make_run(steps=40, layers=6, attention=True)
     run.hidden[0, 30, 2, hidden_column("nan_count")] = 1
     run.logits[0, 20:, logit_column("entropy")] = 6.0
-    run.attention[0, 5, 4, attention_column("collapsed_heads")] = 12
-    set_tokens(run, 0, [*([3, 4, 5] * 4), *range(60, 88)])
+    run.attention[0, 25:, 4, attention_column("collapsed_heads")] = 12
+    set_tokens(run, 0, [*([3, 4, 5] * 5), *range(60, 85)])
     text = narrative_of(run)
     assert len(sentences(text)) == 4
     assert "NaN values first appeared at step 30." in text

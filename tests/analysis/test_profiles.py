@@ -8,16 +8,18 @@ from opentelemetry_instrumentation_corevital.profiles import (
     PROFILE_KEYS,
     RISK_FEATURE_NAMES,
     load_profile,
+    load_profile_file,
     profile_name,
 )
 
 
 def test_defaults_match_the_documented_values():
     profile = load_profile("default")
-    assert profile.name == "default"
+    assert profile.name == "default" and profile.calibrated is False
     assert profile.high_entropy_bits == 4.0
-    assert profile.repetition_cosine == 0.9995
-    assert profile.repetition_min_steps == 3
+    assert profile.repetition_cosine == 0.2
+    assert profile.repetition_relative_cosine == 0.0
+    assert profile.repetition_min_steps == 10
     assert profile.l2_explosion_multiplier == 8.0
     assert profile.risk_threshold_critical == 0.7
     assert len(profile.risk_model.features) == len(profile.risk_model.weights) == len(profile.risk_model.reference)
@@ -122,3 +124,40 @@ def test_overrides_must_be_a_mapping():
 
 def test_risk_model_features_are_known_names():
     assert set(load_profile("default").risk_model.features) <= set(RISK_FEATURE_NAMES)
+
+
+@pytest.mark.parametrize("model_type", ["gemma3_text", "llama", *ARCHITECTURES])
+def test_no_shipped_profile_is_fitted_so_none_claims_to_be_calibrated(model_type):
+    # Fitting is `corevital calibrate`'s job, on the user's own model.
+    assert not load_profile(model_type).calibrated
+    assert load_profile(model_type).risk_model == load_profile("default").risk_model
+
+
+def test_a_profile_file_is_merged_over_the_default_and_keeps_its_name(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "calibrated-gemma", "model_type": "gemma3_text", "calibration": {"prompts": 3},
+                                "calibrated": True, "high_entropy_bits": 6.5}))
+    profile = load_profile_file(path, {"repetition_min_steps": 7})
+    assert (profile.name, profile.calibrated, profile.high_entropy_bits) == ("calibrated-gemma", True, 6.5)
+    assert profile.repetition_min_steps == 7
+    assert profile.risk_model == load_profile("default").risk_model
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "not found; write one with `corevital calibrate`"),
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"high_entropy_bits": -1}', "'high_entropy_bits' must be a number in (0, 32]"),
+        ('{"calibrated": "yes"}', "'calibrated' must be true or false"),
+    ],
+)
+def test_a_bad_profile_file_is_refused_in_one_line_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError) as error:
+        load_profile_file(path)
+    assert str(error.value).startswith(f"profile file {path}: ") and message in str(error.value)
+    assert "\n" not in str(error.value)

@@ -24,10 +24,27 @@ def test_phrase_loop_of_period_four_is_found_with_start_end_and_period():
     assert set(range(5, 21)) <= set(sequence.flagged_steps)
 
 
-def test_two_copies_of_a_phrase_are_already_a_loop():
-    run = make_run(steps=20)
-    set_tokens(run, 0, tokens_with(3, PHRASE * 2, 20))
-    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=3, end_step=10, period=4)
+def test_two_copies_of_a_phrase_are_not_a_loop_but_a_phrase_going_on_is():
+    run = make_run(steps=30)
+    set_tokens(run, 0, tokens_with(3, PHRASE * 2, 30))  # "The dog runs fast. The dog runs fast."
+    assert repetition_loop(run, 0, PROFILE) is None
+    # A short phrase must also keep going for repetition_min_steps (10) repeating steps.
+    set_tokens(run, 0, tokens_with(3, PHRASE * 3, 30))
+    assert repetition_loop(run, 0, PROFILE) is None
+    set_tokens(run, 0, tokens_with(3, PHRASE * 4, 30))
+    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=3, end_step=18, period=4)
+
+
+def test_a_loop_is_judged_against_the_models_own_cosine_scale():
+    # A model whose unrelated states already sit at cosine 0.9 (Gemma 3 does): an absolute
+    # threshold would call every token repeat a loop or none; the relative cosine does not.
+    run = make_run(steps=30)
+    set_tokens(run, 0, tokens_with(3, PHRASE * 4, 30))
+    cosine = run.repetition_cosine[0]
+    cosine[np.isfinite(cosine) & (cosine == PLAIN_COSINE)] = 0.9
+    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=3, end_step=18, period=4)
+    cosine[np.isfinite(cosine) & (cosine > 0.9)] = 0.88  # token repeats, states no closer than usual
+    assert repetition_loop(run, 0, PROFILE) is None
 
 
 def test_a_single_repeated_token_pair_is_not_a_loop():
@@ -36,12 +53,12 @@ def test_a_single_repeated_token_pair_is_not_a_loop():
     assert repetition_loop(run, 0, PROFILE) is None
 
 
-def test_a_token_said_twice_is_not_a_loop_but_four_times_is():
-    run = make_run(steps=20)
-    set_tokens(run, 0, tokens_with(4, [7, 7], 20))
+def test_a_token_run_is_a_loop_only_from_repetition_min_steps():
+    run = make_run(steps=30)
+    set_tokens(run, 0, tokens_with(4, [7] * PROFILE.repetition_min_steps, 30))  # "0.999999999": digits
     assert repetition_loop(run, 0, PROFILE) is None
-    set_tokens(run, 0, tokens_with(4, [7, 7, 7, 7], 20))
-    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=4, end_step=7, period=1)
+    set_tokens(run, 0, tokens_with(4, [7] * (PROFILE.repetition_min_steps + 1), 30))
+    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=4, end_step=4 + PROFILE.repetition_min_steps, period=1)
 
 
 def test_token_repeats_without_hidden_state_agreement_are_not_a_loop():
@@ -52,13 +69,13 @@ def test_token_repeats_without_hidden_state_agreement_are_not_a_loop():
     assert found is None or found.period != 4
 
 
-def test_without_cosine_tokens_alone_need_three_copies():
+def test_without_cosine_tokens_alone_decide():
     run = make_run(steps=30)
     set_tokens(run, 0, tokens_with(5, PHRASE * 2, 30))
     run.repetition_cosine = None
     assert repetition_loop(run, 0, PROFILE) is None
-    run.token_ids[0] = tokens_with(5, PHRASE * 3, 30)
-    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=5, end_step=16, period=4)
+    run.token_ids[0] = tokens_with(5, PHRASE * 4, 30)
+    assert repetition_loop(run, 0, PROFILE) == Repetition(start_step=5, end_step=20, period=4)
 
 
 def test_periods_beyond_the_kept_lags_fall_back_to_tokens():
@@ -87,7 +104,7 @@ def test_loops_in_padding_are_ignored():
 
 def test_the_earliest_loop_wins():
     run = make_run(steps=40)
-    tokens = tokens_with(2, [5, 5, 5, 5], 40)
-    tokens[20:28] = PHRASE * 2
+    tokens = tokens_with(2, [5] * 12, 40)
+    tokens[20:32] = PHRASE * 3
     set_tokens(run, 0, tokens)
     assert repetition_loop(run, 0, PROFILE).start_step == 2

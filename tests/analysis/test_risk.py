@@ -24,6 +24,7 @@ def healthy_run(seed=0):
     run.logits[0, :, logit_column("entropy")] = rng.uniform(0.5, 3.5, STEPS)
     run.logits[0, :, logit_column("surprisal")] = rng.uniform(0.2, 3.5, STEPS)
     run.logits[0, :, logit_column("margin")] = rng.uniform(0.05, 0.9, STEPS)
+    run.logits[0, :, logit_column("max_prob")] = rng.uniform(0.5, 0.95, STEPS)
     set_tokens(run, 0, rng.permutation(np.arange(1000, 1000 + STEPS)))
     return run
 
@@ -47,6 +48,7 @@ def confused_run():
     run.logits[0, :, logit_column("entropy")] = rng.uniform(3.5, 7.0, STEPS)
     run.logits[0, :, logit_column("surprisal")] = rng.uniform(3.0, 9.0, STEPS)
     run.logits[0, :, logit_column("margin")] = rng.uniform(0.0, 0.1, STEPS)
+    run.logits[0, :, logit_column("max_prob")] = rng.uniform(0.02, 0.15, STEPS)
     return run
 
 
@@ -87,12 +89,17 @@ def test_a_low_entropy_loop_scores_riskier_than_a_healthy_run():
     assert risk_factors(risk_features(loop_run(), 0, PROFILE), PROFILE)[0] == "repetition_loop"
 
 
-def test_a_high_entropy_run_scores_riskier_than_a_healthy_run():
+def test_an_unsure_run_is_a_warning_never_critical_out_of_the_box():
     healthy, confused = score_of(healthy_run()), score_of(confused_run())
     assert confused > healthy
-    assert risk_label(confused, PROFILE) != "healthy"
+    # The default profile is safe by construction: without a loop or NaN/Inf, even every
+    # uncertainty feature at its worst stays below `critical`.
+    assert risk_label(confused, PROFILE) == "warning"
+    worst = dict(risk_features(confused_run(), 0, PROFILE), answer_uncertainty=1.0, low_margin_fraction=1.0,
+                 mid_layer_anomaly=1.0, attention_collapse_fraction=1.0)
+    assert risk_label(risk_score(worst, PROFILE), PROFILE) == "warning"
     factors = risk_factors(risk_features(confused_run(), 0, PROFILE), PROFILE)
-    assert "high_entropy" in factors and "repetition_loop" not in factors
+    assert "uncertain_answer" in factors and "repetition_loop" not in factors
 
 
 def test_healthy_runs_have_no_factors():
@@ -123,5 +130,6 @@ def test_labels_follow_the_profile_thresholds():
 
 
 def test_factors_are_ordered_by_their_push():
-    features = dict(risk_features(healthy_run(), 0, PROFILE), mid_layer_anomaly=1.0, attention_collapse_fraction=0.5)
-    assert risk_factors(features, PROFILE) == ["mid_layer_anomaly", "attention_collapse"]
+    profile = load_profile("default", {"risk_factor_min_logit": 0.1})
+    features = dict(risk_features(healthy_run(), 0, profile), mid_layer_anomaly=1.0, attention_collapse_fraction=0.5)
+    assert risk_factors(features, profile) == ["mid_layer_anomaly", "attention_collapse"]

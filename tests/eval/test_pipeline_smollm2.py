@@ -55,7 +55,7 @@ def test_smoke_run_writes_every_signal_for_every_generation(smollm2, tmp_path):
     assert not set(metrics["counts"]["fit"]["templates"]) & set(metrics["counts"]["heldout"]["templates"])
     assert metrics["meta"]["generations"] == len(items) and metrics["meta"]["versions"]["torch"]
     assert "| `risk_score` |" in (tmp_path / "summary.md").read_text()
-    assert len(list((tmp_path / "cache").glob("batch*.pkl"))) >= 1
+    assert len(list((tmp_path / "smollm2" / "cache").glob("batch*.pkl"))) >= 1  # one cache per model
     # A smoke run never touches the shipped profile.
     assert (profiles.__file__, load_profile("llama").risk_model) == shipped
 

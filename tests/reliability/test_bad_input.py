@@ -250,6 +250,7 @@ BAD_ENV_VALUES = {
     "attention_every": "-3",
     "capture_message_content": "maybe",
     "profile_overrides": '{"no_such_key": 1}',
+    "profile": "/no/such/profile.json",
 }
 
 

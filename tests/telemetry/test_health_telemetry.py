@@ -216,19 +216,19 @@ def test_healthy_run_attributes_names_types_and_ranges(llama, telemetry, instrum
     assert events_named(span, SEQUENCE_EVENT) == []  # one sequence
 
 
-# The llama profile ships a risk model fitted on SmolLM2 (docs/evaluation.md); gpt2's keeps the
-# hand-set one, under which a random model's near-uniform next-token distribution is critical.
+# No shipped profile is fitted: the default risk model reaches `critical` only on a loop or
+# NaN/Inf, so a random model's near-uniform next-token distribution is an unsure `warning`.
 
 
-def test_hand_set_risk_model_calls_a_random_model_critical(gpt2, telemetry, instrument):
+def test_hand_set_risk_model_calls_a_random_model_an_unsure_warning(gpt2, telemetry, instrument):
     instrument()
     gpt2.generate(prompt_ids(), max_new_tokens=6, min_new_tokens=6, do_sample=False)
     span = telemetry.only_span()
-    assert span.attributes[RISK] >= 0.7
+    assert 0.4 <= span.attributes[RISK] < 0.7
     assert span.attributes[HIGH_ENTROPY] == 6
-    assert "high_entropy" in span.attributes[FACTORS]
-    assert span.attributes[LANGFUSE_LEVEL] == "ERROR"
-    assert evaluation(span)["gen_ai.evaluation.score.label"] == "critical"
+    assert "uncertain_answer" in span.attributes[FACTORS]
+    assert span.attributes[LANGFUSE_LEVEL] == "WARNING"
+    assert evaluation(span)["gen_ai.evaluation.score.label"] == "warning"
     assert flag_counts(telemetry) == {"high_entropy_steps": 1}
 
 
@@ -245,11 +245,11 @@ def test_prompt_hash_uses_first_row_without_padding(llama, telemetry, instrument
 
 
 def test_warning_label_sets_langfuse_warning(gpt2, telemetry, instrument):
-    # the random model scores ~0.998 under the hand-set model: with critical only at 1.0 it is a warning
-    instrument(profile_overrides={"risk_threshold_warning": 0.5, "risk_threshold_critical": 1.0})
+    # the random model scores ~0.49 under the hand-set model: with critical only at 1.0 it is a warning
+    instrument(profile_overrides={"risk_threshold_warning": 0.3, "risk_threshold_critical": 1.0})
     gpt2.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     span = telemetry.only_span()
-    assert 0.5 <= span.attributes[RISK] < 1.0
+    assert 0.3 <= span.attributes[RISK] < 1.0
     assert span.attributes[LANGFUSE_LEVEL] == "WARNING"
     assert evaluation(span)["gen_ai.evaluation.score.label"] == "warning"
 
@@ -579,7 +579,7 @@ def test_bad_profile_overrides_env_is_logged_and_ignored(gpt2, telemetry, instru
     messages = [r.getMessage() for r in caplog.records if PROFILE_OVERRIDES_ENV in r.getMessage()]
     assert messages and "high_entropy_bitz" in messages[0]
     gpt2.generate(prompt_ids(), max_new_tokens=2, do_sample=False)
-    assert telemetry.only_span().attributes[RISK] >= 0.7  # the shipped profile applies
+    assert telemetry.only_span().attributes["corevital.profile.name"] == "gpt2"  # the shipped profile applies
 
 
 @pytest.mark.parametrize(
@@ -612,8 +612,9 @@ def test_profile_thresholds_reach_capture(llama, telemetry, instrument):
     instrument(profile_overrides={**TINY_PROFILE, **thresholds})
     llama.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     attributes = telemetry.only_span().attributes
-    assert attributes[COLLAPSE] is True
     assert attributes[FINGERPRINT][FINGERPRINT_LAYOUT.index("focused_cell_fraction")] == 1.0
+    # every head collapsed at every step is each layer's own baseline, not a change: no flag
+    assert attributes[COLLAPSE] is False
 
 
 def test_default_thresholds_see_no_collapse_in_a_random_model(llama, telemetry, instrument):

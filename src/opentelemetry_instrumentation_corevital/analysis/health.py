@@ -1,7 +1,15 @@
-"""Health flags of one sequence, and the per-step, per-layer masks they are built from."""
+"""Health flags of one sequence, and the per-step, per-layer masks they are built from.
+
+Every flag but NaN/Inf judges the model against itself within the call, never against an
+absolute scale taken from another model: a layer's L2 against the same layer's typical L2
+over the call's steps, a layer's collapsed heads against the same layer's typical count,
+a loop by token periodicity plus the last layer's cosine relative to the call's own typical
+cosine (repetition.py). So a model CoreVital has never seen is quiet on healthy text.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -71,26 +79,32 @@ def nonfinite_steps(view: SequenceView) -> np.ndarray:
     return layers.any(axis=1) | logits_nan(view) | logits_inf(view)
 
 
-def l2_explosions(view: SequenceView, profile: Profile) -> np.ndarray:
-    """bool [S, L]: a middle-third layer whose L2 exceeds the multiplier times the mean L2 of
-    the same step's early layers.
+# Fewer decoding steps than this give no baseline for a layer's own L2.
+MIN_BASELINE_STEPS = 3
 
-    The baseline is per step because step 0 of a causal model carries the whole prompt and has
-    far larger norms in every layer than the single-token steps after it.
+
+def l2_explosions(view: SequenceView, profile: Profile) -> np.ndarray:
+    """bool [S, L]: a middle-third layer whose L2 at a decoding step exceeds the multiplier
+    times that same layer's median L2 over the call's decoding steps.
+
+    Each layer is its own baseline: layers of one model differ in scale by orders of magnitude
+    (Gemma's middle layers dwarf its early ones at every healthy step), so comparing layers
+    with each other flags the architecture, not the run. Step 0 processes the whole prompt, so
+    it is neither judged nor part of the baseline.
     """
     l2 = view.hidden_stat("l2_norm")
-    early, middle = layer_thirds(view.num_layers)
+    _, middle = layer_thirds(view.num_layers)
     exploded = np.zeros(l2.shape, bool)
-    if early.stop == 0:
+    decoding = view.valid.copy()
+    decoding[:1] = False
+    if decoding.sum() < MIN_BASELINE_STEPS or middle.start == middle.stop:
         return exploded
-    early_l2 = l2[:, early]
-    finite = np.isfinite(early_l2)
-    counts = finite.sum(axis=1)
-    baseline = np.full(l2.shape[0], np.nan)
-    np.divide(np.where(finite, early_l2, 0.0).sum(axis=1), counts, out=baseline, where=counts > 0)
-    limit = profile.l2_explosion_multiplier * baseline
-    exploded[:, middle] = (l2[:, middle] > limit[:, None]) & (baseline > 0)[:, None]
-    return exploded & view.valid[:, None]
+    observed = np.where(decoding[:, None] & np.isfinite(l2), l2, np.nan)[:, middle]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer never observed has no baseline
+        baseline = np.nanmedian(observed, axis=0)
+        exploded[:, middle] = (observed > profile.l2_explosion_multiplier * baseline) & (baseline > 0)
+    return exploded
 
 
 def mid_layer_anomalies(view: SequenceView, profile: Profile) -> np.ndarray:
@@ -109,6 +123,24 @@ def collapsed_heads(view: SequenceView) -> np.ndarray | None:
     return np.where(view.valid[:, None], counts, np.nan)
 
 
+def unusual_collapse_layers(view: SequenceView, profile: Profile) -> list[int]:
+    """Layers whose collapsed-head count exceeds their own median over the call by
+    max(1, blame_collapse_excess_fraction * num_heads) on at least `collapse_persistence` of the
+    observed steps. Many heads collapse by design (sinks, sliding-window layers) and single
+    steps flicker on healthy text (SmolLM2: up to 17 % of steps by a third of the heads, with
+    no link to failures), so only a lasting change against the layer itself counts."""
+    counts = collapsed_heads(view)
+    if counts is None:
+        return []
+    excess = max(1.0, profile.blame_collapse_excess_fraction * view.num_heads)
+    blamed = []
+    for layer in range(counts.shape[1]):
+        observed = counts[:, layer][np.isfinite(counts[:, layer])]
+        if observed.size >= 2 and (observed >= np.median(observed) + excess).mean() >= profile.collapse_persistence:
+            blamed.append(layer)
+    return blamed
+
+
 def high_entropy_mask(view: SequenceView, profile: Profile) -> np.ndarray:
     """bool [S]: valid steps whose raw-logit entropy exceeds the profile threshold."""
     entropy = view.step_logit("entropy")
@@ -116,12 +148,10 @@ def high_entropy_mask(view: SequenceView, profile: Profile) -> np.ndarray:
 
 
 def health_flags_of(view: SequenceView, profile: Profile) -> HealthFlags:
-    collapsed = collapsed_heads(view)
-    collapse = bool(collapsed is not None and (collapsed > 0).any())
     return HealthFlags(
         nan_detected=bool(hidden_nan(view).any() or logits_nan(view).any()),
         inf_detected=bool(hidden_inf(view).any() or logits_inf(view).any()),
-        attention_collapse_detected=collapse,
+        attention_collapse_detected=bool(unusual_collapse_layers(view, profile)),
         high_entropy_steps=int(high_entropy_mask(view, profile).sum()),
         repetition_loop_detected=repetition_loop_of(view, profile) is not None,
         mid_layer_anomaly_detected=bool(mid_layer_anomalies(view, profile).any()),

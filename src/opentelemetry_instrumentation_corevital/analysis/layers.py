@@ -2,11 +2,10 @@
 
 - NaN/Inf: per step, the first layer whose hidden state holds one. Later layers inherit it
   through the residual stream, so only the origin is blamed.
-- L2 explosion: per step, the first middle-third layer above the per-step early baseline
+- L2 explosion: per step, the first middle-third layer above its own median over the call
   (same rule as the mid-layer flag, same origin logic).
-- Attention collapse: only when unusual for that layer. Many heads collapse by design (GPT-2
-  has dozens at every step), so a layer is blamed when at some step its collapsed-head count
-  exceeds its own median over the run by max(1, blame_collapse_excess_fraction * num_heads).
+- Attention collapse: only when unusual for that layer (the attention-collapse flag's rule,
+  health.unusual_collapse_layers).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..profiles import Profile
 from ..summaries import RunSummaries
-from .health import collapsed_heads, hidden_inf, hidden_nan, l2_explosions
+from .health import hidden_inf, hidden_nan, l2_explosions, unusual_collapse_layers
 from .sequence import SequenceView, sequence_view
 
 
@@ -25,19 +24,6 @@ def origin_layers(mask: np.ndarray) -> set[int]:
     if not rows.any():
         return set()
     return {int(layer) for layer in mask[rows].argmax(axis=1)}
-
-
-def unusual_collapse_layers(view: SequenceView, profile: Profile) -> list[int]:
-    counts = collapsed_heads(view)
-    if counts is None:
-        return []
-    excess = max(1.0, profile.blame_collapse_excess_fraction * view.num_heads)
-    blamed = []
-    for layer in range(counts.shape[1]):
-        observed = counts[:, layer][np.isfinite(counts[:, layer])]
-        if observed.size >= 2 and observed.max() >= np.median(observed) + excess:
-            blamed.append(layer)
-    return blamed
 
 
 def blamed_layers_of(view: SequenceView, profile: Profile) -> list[int]:

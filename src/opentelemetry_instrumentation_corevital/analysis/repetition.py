@@ -1,15 +1,18 @@
 """Phrase-loop detection: find a period p at which the run keeps repeating itself.
 
 A step s "repeats at period p" when s and s-p are both valid, the same token was chosen at
-both, and (where capture kept that lag) the last layer's hidden state at s has a cosine
-above `repetition_cosine` with the one at s-p (`repetition_cosine[s, p-1]`). Requiring the
-token match keeps a near-parallel but different continuation out; requiring the cosine keeps
-a coincidental token repeat out.
+both, and (where capture kept that lag) the last layer's hidden state at s is closer to the
+one at s-p (`repetition_cosine[s, p-1]`) than the call's own typical pair of states: its
+*relative* cosine (c - b) / (1 - b), with b the median cosine over all the call's steps and
+lags, exceeds `repetition_relative_cosine`, and the plain cosine exceeds the
+`repetition_cosine` floor. Models differ wildly in how parallel their unrelated states are
+(the median is near 0.5 on SmolLM2, near 0.93 on Gemma 3), so only the relative value transfers.
+Requiring the token match keeps a near-parallel but different continuation out; requiring
+the cosine keeps a coincidental token repeat out.
 
-A loop is a run of consecutive repeating steps long enough to copy the whole phrase at least
-once: max(repetition_min_steps, p) steps. Where no cosine is available for a lag the token
-match alone must cover two full periods (three copies of the phrase), because natural text
-repeats short phrases once far more often than twice.
+A loop is a run of consecutive repeating steps that covers two full periods (the phrase
+stands there three times) and at least `repetition_min_steps`: natural text repeats a short
+phrase once ("The dog runs fast. The dog runs fast.") far more often than twice.
 """
 
 from __future__ import annotations
@@ -46,18 +49,30 @@ class PeriodMatches:
         return run_lengths(self.repeats)
 
 
+def relative_cosine(view: SequenceView) -> np.ndarray | None:
+    """float [S, R]: (c - b) / (1 - b) against the call's median cosine b (NaN where unobserved)."""
+    if view.repetition_cosine is None:
+        return None
+    cosine = view.repetition_cosine.astype(np.float64)
+    observed = cosine[view.valid][np.isfinite(cosine[view.valid])]
+    baseline = float(np.median(observed)) if observed.size else 0.0
+    baseline = min(max(baseline, 0.0), 1.0 - 1e-6)
+    return (cosine - baseline) / (1.0 - baseline)
+
+
 def period_matches(view: SequenceView, profile: Profile) -> PeriodMatches:
     steps = view.num_steps
     periods = np.arange(1, min(profile.repetition_max_period, max(steps - 1, 0)) + 1)
     repeats = np.zeros((periods.size, steps), bool)
     lags_with_cosine = 0 if view.repetition_cosine is None else view.repetition_cosine.shape[1]
+    relative = relative_cosine(view)
     for row, period in enumerate(periods):
         same = (view.token_ids[period:] == view.token_ids[:-period]) & view.valid[period:] & view.valid[:-period]
         if period <= lags_with_cosine:
-            same &= view.repetition_cosine[period:, period - 1].astype(np.float64) > profile.repetition_cosine
+            cosine = view.repetition_cosine[period:, period - 1].astype(np.float64)
+            same &= (cosine > profile.repetition_cosine) & (relative[period:, period - 1] > profile.repetition_relative_cosine)
         repeats[row, period:] = same
-    copies_needed = np.where(periods <= lags_with_cosine, 1, 2)
-    required = np.maximum(profile.repetition_min_steps, copies_needed * periods)
+    required = np.maximum(profile.repetition_min_steps, 2 * periods)
     return PeriodMatches(periods=periods, repeats=repeats, required_run=required)
 
 

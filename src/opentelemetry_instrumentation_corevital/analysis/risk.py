@@ -32,6 +32,10 @@ FACTOR_OF_FEATURE = {
     "mid_layer_anomaly": "mid_layer_anomaly",
     "attention_collapse_fraction": "attention_collapse",
     "entropy_rise": "entropy_rising",
+    "confidence_mean": "overconfident",
+    "answer_uncertainty": "uncertain_answer",
+    "chosen_probability_mean": "overconfident",
+    "confident_run_fraction": "overconfident",
 }
 
 # A fitted weight may be negative: on SmolLM2, unusually *low* entropy and surprisal mark
@@ -42,6 +46,8 @@ FACTOR_BELOW_REFERENCE = {
     "entropy_max": "low_entropy",
     "high_entropy_fraction": "low_entropy",
     "surprisal_mean": "low_surprisal",
+    "confidence_mean": "low_confidence",
+    "chosen_probability_mean": "low_confidence",
 }
 
 # Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
@@ -51,6 +57,7 @@ _FEATURE_LIMIT = 1e6
 def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
     entropy = view.logit("entropy")
     margin = view.logit("margin")
+    max_prob = view.logit("max_prob")
     steps = entropy.size
     repetition = repetition_loop_of(view, profile)
     high_entropy = entropy > profile.high_entropy_bits
@@ -71,6 +78,12 @@ def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
         "mid_layer_anomaly": float(mid_layer_anomalies(view, profile).any()),
         "attention_collapse_fraction": len(unusual_collapse_layers(view, profile)) / max(view.num_layers, 1),
         "entropy_rise": max(0.0, float(rise)) if math.isfinite(rise) else 0.0,
+        # Probabilities, unlike bits, mean the same on a 49k and a 262k vocabulary.
+        "confidence_mean": finite_mean(max_prob),
+        "answer_uncertainty": 1.0 - finite_mean(max_prob[: profile.answer_steps], default=1.0),
+        "chosen_probability_mean": finite_mean(np.exp2(-np.maximum(view.logit("surprisal"), 0.0))),
+        "confident_run_fraction": _long_run_fraction(max_prob > profile.confident_probability,
+                                                     profile.low_entropy_min_run),
     }
     return {name: float(np.clip(value, -_FEATURE_LIMIT, _FEATURE_LIMIT)) for name, value in features.items()}
 

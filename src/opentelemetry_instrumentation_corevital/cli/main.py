@@ -63,6 +63,10 @@ def _dispatch(argv) -> int:
             from .runs_command import runs
 
             return runs(args)
+        if args.command == "calibrate":
+            from .calibrate_command import calibrate
+
+            return calibrate(args)
         from .report_command import report
 
         return report(args)

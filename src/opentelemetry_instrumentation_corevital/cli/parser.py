@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_runs(commands)
     _add_report(commands)
+    _add_calibrate(commands)
     return parser
 
 
@@ -94,6 +95,26 @@ def _add_report(commands) -> None:
                         help="run id (or prefix) in the store, or a report JSON file (corevital run --json); several: a compare view")
     report.add_argument("--html", required=True, metavar="OUT.html", help="the page to write")
     _db_option(report)
+
+
+def _add_calibrate(commands) -> None:
+    calibrate = commands.add_parser("calibrate", help="fit a profile to your model from its own unlabelled prompts")
+    calibrate.add_argument("--model", help="as for `run`; default: SmolLM2-135M-Instruct")
+    calibrate.add_argument("--prompts", metavar="FILE",
+                           help="one prompt per line (or .jsonl); default: a built-in generic set")
+    calibrate.add_argument("--out", required=True, metavar="PROFILE.json", help="the profile file to write")
+    calibrate.add_argument("--name", help="profile name on the spans (default: calibrated-MODEL)")
+    calibrate.add_argument("--samples", type=_positive, default=4, help="seeded samples per prompt (default: %(default)s)")
+    calibrate.add_argument("--max-new-tokens", type=_positive, default=48, help="default: %(default)s")
+    calibrate.add_argument("--batch-size", type=_positive, default=8, help="default: %(default)s")
+    calibrate.add_argument("--max-minutes", type=float, default=30.0, help="stop generating after this long (default: %(default)s)")
+    calibrate.add_argument("--held-out", type=_unit, default=0.25, help="fraction of prompts kept for scoring (default: %(default)s)")
+    calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    calibrate.add_argument("--chat-template", choices=("auto", "on", "off"), default="auto",
+                           help="wrap prompts in the tokenizer's chat template (auto: when it has one)")
+    calibrate.add_argument("--work-dir", metavar="DIR", help="finished batches, for resuming (default: OUT.work)")
+    calibrate.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def _prompt_hash_option(parser) -> None:

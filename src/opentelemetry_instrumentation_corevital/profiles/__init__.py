@@ -1,8 +1,14 @@
 """Per-architecture thresholds and risk-model weights, shipped as JSON package data.
 
-`default.json` holds every key. An architecture file (`gpt2.json`, `llama.json`, ...) holds
-only the keys that differ for that architecture and is merged over the default; caller
-overrides are merged last. Every value is validated, whichever layer it came from.
+`default.json` holds every key and is safe by construction on a model never seen: every
+threshold is relative to the model's own behaviour within the call (its own layers, heads,
+steps and token periodicity), and its hand-set risk model can reach `critical` only on a
+loop or a NaN/Inf. An architecture file (`gpt2.json`, `llama.json`, ...) holds only the keys
+that differ for that architecture and is merged over the default. A profile file written by
+`corevital calibrate` (`load_profile_file`) is merged over the default instead of an
+architecture file. Caller overrides are merged last. Every value is validated, whichever
+layer it came from. `calibrated` says whether the risk model was fitted on the model's own
+generations (the shipped `llama` profile on SmolLM2, a calibrated file on the user's model).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from functools import lru_cache
 from importlib import resources
 from typing import Mapping
@@ -39,6 +46,10 @@ RISK_FEATURE_NAMES = (
     "mid_layer_anomaly",
     "attention_collapse_fraction",
     "entropy_rise",
+    "confidence_mean",
+    "answer_uncertainty",
+    "chosen_probability_mean",
+    "confident_run_fraction",
 )
 
 WARNING_SIGNAL_NAMES = (
@@ -82,17 +93,22 @@ class WarningWeights:
 @dataclass(frozen=True)
 class Profile:
     name: str
+    calibrated: bool
     high_entropy_bits: float
     low_entropy_bits: float
     low_entropy_min_run: int
     low_margin: float
+    confident_probability: float
+    answer_steps: int
     repetition_cosine: float
+    repetition_relative_cosine: float
     repetition_min_steps: int
     repetition_max_period: int
     l2_explosion_multiplier: float
     collapsed_head_entropy_bits: float
     focused_head_concentration: float
     blame_collapse_excess_fraction: float
+    collapse_persistence: float
     risk_threshold_warning: float
     risk_threshold_critical: float
     risk_factor_min_logit: float
@@ -135,12 +151,16 @@ _SCALARS: dict[str, _Bounds] = {
     "low_entropy_min_run": _Bounds(int, 1, _BIG),
     "low_margin": _Bounds(float, 0, 1),
     "repetition_cosine": _Bounds(float, 0, 1, low_open=True),
+    "repetition_relative_cosine": _Bounds(float, 0, 1),
+    "confident_probability": _Bounds(float, 0, 1, low_open=True),
+    "answer_steps": _Bounds(int, 1, _BIG),
     "repetition_min_steps": _Bounds(int, 1, _BIG),
     "repetition_max_period": _Bounds(int, 1, 4096),
     "l2_explosion_multiplier": _Bounds(float, 1, _BIG, low_open=True),
     "collapsed_head_entropy_bits": _Bounds(float, 0, 32),
     "focused_head_concentration": _Bounds(float, 0, 1),
     "blame_collapse_excess_fraction": _Bounds(float, 0, 1),
+    "collapse_persistence": _Bounds(float, 0, 1, low_open=True),
     "risk_threshold_warning": _Bounds(float, 0, 1),
     "risk_threshold_critical": _Bounds(float, 0, 1),
     "risk_factor_min_logit": _Bounds(float, 0, 100),
@@ -153,7 +173,9 @@ _SCALARS: dict[str, _Bounds] = {
 _WEIGHT_BOUNDS = _Bounds(float, 0, 1)
 _RISK_MODEL_KEYS = ("features", "weights", "bias", "reference")
 _NESTED = ("early_warning_weights", "risk_model")
-PROFILE_KEYS = tuple(_SCALARS) + _NESTED
+PROFILE_KEYS = tuple(_SCALARS) + _NESTED + ("calibrated",)
+# Keys of a profile file that describe it rather than set a threshold.
+PROFILE_FILE_META = ("name", "model_type", "calibration")
 
 
 def profile_name(model_type: str) -> str:
@@ -168,6 +190,36 @@ def load_profile(model_type: str = "default", overrides: Mapping[str, object] | 
     layers = [_read_json("default")]
     if name != "default":
         layers.append(_read_json(name))
+    return _merge_and_build(name, layers, overrides)
+
+
+def load_profile_file(path: str | Path, overrides: Mapping[str, object] | None = None) -> Profile:
+    """A profile file (as `corevital calibrate` writes it) merged over the default profile.
+
+    Raises ValueError with one line naming the file, the problem and the fix.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"profile file {path}: not found; write one with `corevital calibrate`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"profile file {path}: cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profile file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile file {path}: must hold a JSON object of profile keys")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"profile file {path}: 'name' must be a non-empty string")
+    keys = {key: value for key, value in data.items() if key not in PROFILE_FILE_META}
+    try:
+        return _merge_and_build(name, [_read_json("default"), keys], overrides)
+    except ValueError as exc:
+        raise ValueError(f"profile file {path}: {exc}") from None
+
+
+def _merge_and_build(name: str, layers: list, overrides: Mapping[str, object] | None) -> Profile:
     if overrides:
         if not isinstance(overrides, Mapping):
             raise ValueError(f"profile overrides must be a mapping of keys to values; allowed keys: {_allowed()}")
@@ -205,12 +257,15 @@ def _build(name: str, raw: Mapping[str, object]) -> Profile:
     if missing:
         raise ValueError(f"profile {name!r} lacks keys: {', '.join(missing)}")
     scalars = {key: bounds.validate(key, raw[key]) for key, bounds in _SCALARS.items()}
+    if not isinstance(raw["calibrated"], bool):
+        raise ValueError(f"profile key 'calibrated' must be true or false, got {raw['calibrated']!r}")
     if scalars["low_entropy_bits"] >= scalars["high_entropy_bits"]:
         raise ValueError("profile key 'low_entropy_bits' must be below 'high_entropy_bits'")
     if scalars["risk_threshold_warning"] > scalars["risk_threshold_critical"]:
         raise ValueError("profile key 'risk_threshold_warning' must not exceed 'risk_threshold_critical'")
     return Profile(
         name=name,
+        calibrated=raw["calibrated"],
         **scalars,
         early_warning_weights=_build_warning_weights(raw["early_warning_weights"]),
         risk_model=_build_risk_model(raw["risk_model"]),

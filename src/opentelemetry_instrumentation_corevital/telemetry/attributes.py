@@ -10,6 +10,8 @@ ATTENTION_UNAVAILABLE_REASON = "corevital.attention.unavailable_reason"
 # why the call has no per-token health at all (e.g. assisted decoding accepts several tokens per forward)
 CAPTURE_UNAVAILABLE_REASON = "corevital.capture.unavailable_reason"
 
+PROFILE_NAME = "corevital.profile.name"
+PROFILE_CALIBRATED = "corevital.profile.calibrated"  # fitted on this model's own generations
 RISK_SCORE = "corevital.risk.score"
 RISK_FACTORS = "corevital.risk.factors"
 HEALTH_NAN = "corevital.health.nan_detected"

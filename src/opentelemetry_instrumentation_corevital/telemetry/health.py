@@ -27,7 +27,7 @@ import logging
 import numpy as np
 
 from ..analysis import RunAnalysis, analyze, prompt_hash
-from ..profiles import Profile, load_profile
+from ..profiles import Profile, load_profile, load_profile_file
 from ..summaries import RunSummaries
 from . import attributes as attrs
 from . import events
@@ -59,6 +59,10 @@ class HealthRecorder:
         if cached is not None:
             return cached
         overrides = self.settings.profile_overrides or None
+        if self.settings.profile:  # validated when the settings were made
+            profile = load_profile_file(self.settings.profile, overrides)
+            self._profiles[key] = profile
+            return profile
         try:
             profile = load_profile(key, overrides)
         except ValueError as exc:
@@ -112,6 +116,7 @@ class HealthRecorder:
         if not span.is_recording():
             return
         span.set_attributes(span_attributes(analysis, call, summaries))
+        span.set_attributes({attrs.PROFILE_NAME: profile.name, attrs.PROFILE_CALIBRATED: profile.calibrated})
         for name, values in self._step_events(call, summaries, analysis):
             span.add_event(name, values)
         if len(analysis.sequences) > 1:
