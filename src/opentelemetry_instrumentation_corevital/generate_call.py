@@ -45,6 +45,14 @@ def _max_new_tokens(config, effective, is_encoder_decoder: bool, prompt_width: i
     return DEFAULT_NEW_TOKENS
 
 
+def _stop_strings(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    return ()
+
+
 def model_id(model) -> str:
     name = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
     return str(name) if name else type(model).__name__
@@ -66,6 +74,13 @@ class GenerateCall:
     eos_token_ids: set[int] = field(default_factory=set)
     pad_token_id: int | None = None
     tokenizer: object | None = None
+    # request-side semconv: stop_strings as gen_ai.request.stop_sequences, a streamer as a stream
+    stop_sequences: tuple[str, ...] = ()
+    streaming: bool = False
+    # set by the handler once the tokenizer is known: `chat` or `text_completion`, and (content
+    # capture only) each prompt row's messages
+    operation: str = "text_completion"
+    input_messages: list[list[dict]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, model, wrapped, args, kwargs) -> "GenerateCall":
@@ -102,6 +117,8 @@ class GenerateCall:
             eos_token_ids=_as_id_set(effective("eos_token_id")),
             pad_token_id=effective("pad_token_id"),
             tokenizer=extra.get("tokenizer"),
+            stop_sequences=_stop_strings(effective("stop_strings")),
+            streaming=extra.get("streamer") is not None,
         )
 
     def input_token_counts(self) -> list[int]:

@@ -1,0 +1,86 @@
+"""Which tokenizer turns a generate call's ids back into text.
+
+In order: the call's own `tokenizer=` argument; the tokenizer of the pipeline whose forward
+pass is running (pipelines do not hand theirs to `generate`); the one given to
+`instrument(tokenizer=...)`; the one saved beside the model (`model.name_or_path` is a local
+folder holding tokenizer files; loaded once per folder, from disk only). None when there is
+none, and the content then falls back to token ids. Nothing here ever reaches a model hub.
+
+Invariant: a lookup never raises and never changes what the call or the pipeline does.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import threading
+
+from opentelemetry.instrumentation.utils import unwrap
+from wrapt import wrap_function_wrapper
+
+_logger = logging.getLogger(__name__)
+
+_PIPELINE_MODULE = "transformers.pipelines.base"
+_PIPELINE_FORWARD = "Pipeline.forward"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+_running_pipeline_tokenizer: contextvars.ContextVar = contextvars.ContextVar(
+    "corevital_pipeline_tokenizer", default=None
+)
+
+
+def _pipeline_forward(wrapped, instance, args, kwargs):
+    token = _running_pipeline_tokenizer.set(getattr(instance, "tokenizer", None))
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _running_pipeline_tokenizer.reset(token)
+
+
+def install_pipeline_hook() -> None:
+    from transformers.pipelines.base import Pipeline  # noqa: F401  (import before wrapping)
+
+    wrap_function_wrapper(_PIPELINE_MODULE, _PIPELINE_FORWARD, _pipeline_forward)
+
+
+def uninstall_pipeline_hook() -> None:
+    from transformers.pipelines.base import Pipeline
+
+    unwrap(Pipeline, "forward")
+
+
+class TokenizerSource:
+    """Finds the tokenizer of a call (see the module docstring for the order)."""
+
+    def __init__(self, configured=None):
+        self.configured = configured
+        self._beside: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def find(self, model, call_tokenizer=None):
+        for candidate in (call_tokenizer, _running_pipeline_tokenizer.get(), self.configured):
+            if candidate is not None:
+                return candidate
+        return self._saved_beside(model)
+
+    def _saved_beside(self, model):
+        folder = str(getattr(model, "name_or_path", "") or "")
+        if not folder or not os.path.isdir(folder):
+            return None
+        with self._lock:
+            if folder not in self._beside:
+                self._beside[folder] = _load_local(folder)
+            return self._beside[folder]
+
+
+def _load_local(folder: str):
+    if not any(os.path.exists(os.path.join(folder, name)) for name in _TOKENIZER_FILES):
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # a broken folder costs the text, never the call
+        _logger.info("CoreVital: no usable tokenizer beside the model in %s (%s); content stays token ids", folder, exc)
+        return None
