@@ -295,13 +295,13 @@ _HEALTH_FLAG_ATTRIBUTES = (
 
 
 def risk_headline(values: dict) -> str:
-    """The `metadata` JSON: score, label, factors and raised flags (Phoenix filters on
-    `metadata['corevital.risk.label'] == 'critical'`)."""
+    """The `metadata` JSON: score, label, factors and raised flags. Its keys have no dots, which
+    Phoenix would split into nested keys; it filters on `metadata['risk_label'] == 'critical'`."""
     headline = {
-        attrs.RISK_SCORE: values.get(attrs.RISK_SCORE),
-        attrs.RISK_LABEL: values.get(attrs.RISK_LABEL),
-        attrs.RISK_FACTORS: list(values.get(attrs.RISK_FACTORS, [])),
-        "corevital.health.flags": [key.rsplit(".", 1)[-1] for key in _HEALTH_FLAG_ATTRIBUTES if values.get(key)],
+        "risk_score": values.get(attrs.RISK_SCORE),
+        "risk_label": values.get(attrs.RISK_LABEL),
+        "risk_factors": list(values.get(attrs.RISK_FACTORS, [])),
+        "health_flags": [key.rsplit(".", 1)[-1] for key in _HEALTH_FLAG_ATTRIBUTES if values.get(key)],
     }
     return json.dumps(headline)
 
