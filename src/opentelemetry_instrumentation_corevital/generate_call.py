@@ -118,7 +118,7 @@ class GenerateCall:
             pad_token_id=effective("pad_token_id"),
             tokenizer=extra.get("tokenizer"),
             stop_sequences=_stop_strings(effective("stop_strings")),
-            streaming=extra.get("streamer") is not None,
+            streaming=arguments.get("streamer") is not None,
         )
 
     def input_token_counts(self) -> list[int]:
