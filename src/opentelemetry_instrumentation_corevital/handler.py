@@ -104,12 +104,13 @@ class GenerationHandler:
             self._record_failure(span, call, exc, time.perf_counter() - started)
             raise
         duration = time.perf_counter() - started
+        step_times_ns = session.clock.token_times_ns(time.time_ns())
         session.detach()
         # metrics recorded while the span is current carry it as their exemplar
         with self._guard(span, "telemetry"), trace.use_span(
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
-            self._record_success(span, call, session, output, duration, profile, live_call)
+            self._record_success(span, call, session, output, duration, profile, live_call, step_times_ns)
         span.end()
         return output
 
@@ -194,7 +195,8 @@ class GenerationHandler:
         span.end()
 
     def _record_success(
-        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None, live_call=None
+        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None, live_call=None,
+        step_times_ns=(),
     ) -> None:
         result = GenerateResult.from_output(call, output)
         if live_call is not None:
@@ -222,6 +224,7 @@ class GenerationHandler:
                     span, call, result, summaries, metric_attributes,
                     profile=profile, prompt_summaries=session.prompt_summaries,
                     conversations=conversations if self.settings.content_on_span else None,
+                    step_times_ns=step_times_ns,
                 )
         if live_call is not None:
             live_call.finish(span, summaries, profile, self.settings.risk_threshold, result)

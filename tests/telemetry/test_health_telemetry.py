@@ -13,9 +13,11 @@ import json
 import logging
 import math
 import re
+import time
 
 import pytest
 import torch
+import transformers
 
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, prompt_hash
 from opentelemetry_instrumentation_corevital.telemetry import health as health_module
@@ -356,6 +358,34 @@ def test_step_events_default_cap_is_64(telemetry, instrument):
     assert len(span.events) <= 128  # the SDK's default event limit: nothing was dropped
     assert span.dropped_events == 0
     assert evaluation(span, telemetry)
+
+
+class PauseAfterTokens(transformers.StoppingCriteria):
+    """Sleeps once, right after `tokens` new tokens exist (a slow consumer between two steps)."""
+
+    def __init__(self, prompt_width: int, tokens: int, seconds: float):
+        self.at, self.seconds = prompt_width + tokens, seconds
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if input_ids.shape[1] == self.at:
+            time.sleep(self.seconds)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_step_events_are_stamped_with_the_time_of_their_step(llama, telemetry, instrument):
+    instrument(profile_overrides=TINY_PROFILE)
+    ids = prompt_ids()
+    pause = PauseAfterTokens(ids.shape[1], tokens=3, seconds=0.2)
+    criteria = transformers.StoppingCriteriaList([pause])
+    llama.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None, stopping_criteria=criteria)
+    span = telemetry.only_span()
+    events = step_events(span)
+    assert [e.attributes["corevital.step.index"] for e in events] == list(range(6))
+    times = [e.timestamp for e in events]
+    assert span.start_time < times[0] and times[-1] <= span.end_time
+    gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:])]
+    # the third token (step 2) existed only once the pause was over, and the span's events show it
+    assert gaps[1] >= 0.2 and all(gap < 0.2 for i, gap in enumerate(gaps) if i != 1), gaps
 
 
 def test_flagged_steps_always_get_a_step_event(llama, telemetry, instrument):

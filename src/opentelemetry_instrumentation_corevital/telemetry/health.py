@@ -7,7 +7,8 @@ except `off`):
   values aggregate a batch (max risk, any flag, union of blamed layers); the fingerprint and
   the narrative are the worst sequence's;
 - `corevital.step` events for the worst sequence's steps, at most `max_step_events`
-  (first, last and flagged steps always kept, see `events.sample_steps`);
+  (first, last and flagged steps always kept, see `events.sample_steps`), each stamped with
+  the time its token existed, so a backend's event list shows the run's timing;
 - `corevital.sequence` events, one per returned sequence, when there is more than one (with
   that sequence's messages when content capture on spans is on);
 - the full-trace payload events in `full` mode, or in `on_risk` mode when the run is risky;
@@ -101,6 +102,7 @@ class HealthRecorder:
         profile: Profile | None = None,
         prompt_summaries=None,
         conversations=None,
+        step_times_ns=(),
     ) -> None:
         entropy = summaries.logit("entropy")[summaries.valid]
         for value in entropy[np.isfinite(entropy) & (entropy >= 0)].tolist():  # the SDK refuses negatives
@@ -122,7 +124,8 @@ class HealthRecorder:
             return
         span.set_attributes(span_attributes(analysis, call, summaries))
         for name, values in self._step_events(call, summaries, analysis):
-            span.add_event(name, values)
+            step = values[attrs.STEP_INDEX]
+            span.add_event(name, values, timestamp=step_times_ns[step] if step < len(step_times_ns) else None)
         if len(analysis.sequences) > 1:
             for name, values in sequence_events(analysis, result, conversations):
                 span.add_event(name, values)
