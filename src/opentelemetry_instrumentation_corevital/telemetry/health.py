@@ -28,6 +28,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import time
 
 import numpy as np
 
@@ -211,8 +212,9 @@ class HealthRecorder:
         except Exception:
             span.set_attribute(attrs.PAYLOAD_ATTACHED, False)
             raise
+        stamp = time.time_ns()  # one time for all: backends list the payload as one block after the steps
         for name, values in payload:
-            span.add_event(name, values)
+            span.add_event(name, values, timestamp=stamp)
         if info:
             span.set_attributes(dict(info))
 
