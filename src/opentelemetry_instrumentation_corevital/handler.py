@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 
@@ -175,11 +174,10 @@ class GenerationHandler:
             values[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] = sum(input_tokens)
         if self.settings.content_on_span and call.input_messages:
             first = call.input_messages[0]
-            # gen-ai-spans.md: structured form on spans where the SDK supports it (it does since 1.3x);
             # one conversation per span: a batch's other prompts go on their corevital.sequence events
-            values[gen_ai.GEN_AI_INPUT_MESSAGES] = first
+            values[gen_ai.GEN_AI_INPUT_MESSAGES] = content.on_span(first)
             chat = call.operation == CHAT
-            values[attrs.INPUT_VALUE] = json.dumps(first) if chat else content.plain_text(first)
+            values[attrs.INPUT_VALUE] = content.on_span(first) if chat else content.plain_text(first)
             values[attrs.INPUT_MIME_TYPE] = attrs.MIME_JSON if chat else attrs.MIME_TEXT
         return values
 
@@ -253,9 +251,9 @@ class GenerationHandler:
         if self.settings.content_on_span and conversations:
             # the span holds the first prompt's conversation: its choices as the output messages
             first = [output for inputs, output in conversations if inputs is conversations[0][0]]
-            span.set_attribute(gen_ai.GEN_AI_OUTPUT_MESSAGES, first)
+            span.set_attribute(gen_ai.GEN_AI_OUTPUT_MESSAGES, content.on_span(first))
             span.set_attribute(
-                attrs.OUTPUT_VALUE, content.plain_text(first) if len(first) == 1 else json.dumps(first)
+                attrs.OUTPUT_VALUE, content.plain_text(first) if len(first) == 1 else content.on_span(first)
             )
             span.set_attribute(attrs.OUTPUT_MIME_TYPE, attrs.MIME_TEXT if len(first) == 1 else attrs.MIME_JSON)
         if self.settings.content_on_events and self.event_logger is not None:
@@ -266,6 +264,7 @@ class GenerationHandler:
                     attributes={
                         gen_ai.GEN_AI_OPERATION_NAME: call.operation,
                         gen_ai.GEN_AI_REQUEST_MODEL: call.model_id,
+                        # gen-ai-events.md: structured form on events
                         gen_ai.GEN_AI_INPUT_MESSAGES: inputs,
                         gen_ai.GEN_AI_OUTPUT_MESSAGES: [output],
                     },

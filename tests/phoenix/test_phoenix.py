@@ -177,7 +177,10 @@ def test_phoenix_shows_an_llm_span_with_text_tokens_metadata_and_annotation(phoe
         assert attributes["input.value"] == run["prompt"] and attributes["input.mime_type"] == "text/plain"
         assert attributes["output.value"] == run["completion"] and attributes["output.mime_type"] == "text/plain"
         assert run["completion"].startswith("zq")
-        assert attributes["gen_ai.input.messages.0.parts.0.content"] == run["prompt"]  # structured, as sent
+        # Phoenix turns the gen_ai messages (JSON strings) into its own message view
+        assert attributes["llm.input_messages.0.message.role"] == "user"
+        assert attributes["llm.input_messages.0.message.content"] == run["prompt"]
+        assert attributes["llm.output_messages.0.message.content"] == run["completion"]
         assert attributes["metadata.risk_label"] == label
         assert attributes["metadata.risk_score"] == pytest.approx(attributes["corevital.risk.score"])
         (annotation,) = run["annotations"]
@@ -200,6 +203,6 @@ def test_phoenix_gets_no_text_without_content_capture(phoenix):
         attributes = runs[label]["span"]["attributes"]
         # Phoenix fills output.value from gen_ai.response.model by itself: no text in it
         assert attributes.get("output.value", "{}") == '{"model": "GPT2LMHeadModel"}'
-        assert not [key for key in attributes if key.startswith(("gen_ai.input", "gen_ai.output"))]
+        assert not [key for key in attributes if key.startswith(("gen_ai.input", "gen_ai.output", "llm.input_messages"))]
         assert "zq" not in json.dumps(runs[label]["span"])
         assert runs[label]["annotations"][0]["result"]["label"] == label  # the risk still shows

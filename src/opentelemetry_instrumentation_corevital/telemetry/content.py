@@ -142,6 +142,18 @@ def output_message(tokenizer, ids: list[int], finish_reason: str) -> dict:
     return {"role": "assistant", "parts": [_part(tokenizer, ids)], "finish_reason": finish_reason}
 
 
+def on_span(messages: list[dict]) -> str:
+    """Messages as a span (or span event) attribute: a JSON string.
+
+    gen-ai-spans.md (v1.41.1) asks for the structured form on spans where supported and allows
+    a JSON string otherwise. The Python SDK accepts structured values, but Langfuse's OTLP
+    ingestion does not read them (it turns each kvlist into an opaque string, so no messages
+    show), while it and Phoenix both parse the JSON string. Log-based events carry the
+    structured form, as the spec requires there.
+    """
+    return json.dumps(messages, ensure_ascii=False)
+
+
 def plain_text(messages: list[dict]) -> str:
     """The text parts of `messages`, joined (what a text/plain view shows)."""
     texts = [str(p["content"]) for m in messages for p in m["parts"] if p.get("type") == "text"]

@@ -39,7 +39,7 @@ from ..analysis import RunAnalysis, analyze, prompt_hash
 from ..profiles import Profile, load_profile
 from ..summaries import RunSummaries
 from . import attributes as attrs
-from . import events
+from . import content, events
 
 _logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def sequence_events(analysis: RunAnalysis, result, conversations=None) -> list[e
         )
         if sequence.index < len(conversations):  # content capture on spans: this sequence's own messages
             inputs, output = conversations[sequence.index]
-            values[gen_ai.GEN_AI_INPUT_MESSAGES] = inputs
-            values[gen_ai.GEN_AI_OUTPUT_MESSAGES] = [output]
+            values[gen_ai.GEN_AI_INPUT_MESSAGES] = content.on_span(inputs)
+            values[gen_ai.GEN_AI_OUTPUT_MESSAGES] = content.on_span([output])
         built.append((name, values))
     return built
