@@ -7,6 +7,7 @@ import inspect
 from dataclasses import dataclass, field
 
 import torch
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 
 @functools.lru_cache(maxsize=32)
@@ -79,7 +80,7 @@ class GenerateCall:
     streaming: bool = False
     # set by the handler once the tokenizer is known: `chat` or `text_completion`, and (content
     # capture only) each prompt row's messages
-    operation: str = "text_completion"
+    operation: str = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
     input_messages: list[list[dict]] = field(default_factory=list)
 
     @classmethod

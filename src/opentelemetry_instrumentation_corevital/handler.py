@@ -22,10 +22,9 @@ from .telemetry.metrics import Instruments
 from .tokenizer_source import TokenizerSource
 
 _logger = logging.getLogger(__name__)
-# gen-ai-spans.md (semconv v1.41.1): `chat` for a chat completion, `text_completion` otherwise;
-# a prompt rendered from chat messages by the tokenizer's chat template is a chat.
+# gen-ai-spans.md (semconv v1.41.1): `chat` for a chat completion (a prompt rendered from chat
+# messages by the tokenizer's chat template), `text_completion` otherwise (GenerateCall's default)
 CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
-TEXT_COMPLETION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
 PROVIDER = "huggingface"
 
 
@@ -242,15 +241,17 @@ class GenerationHandler:
         """Each returned sequence's (input messages, output message), put where content capture allows."""
         if not self.settings.content_captured:
             return []
-        per_prompt = max(len(result.completions) // max(len(call.input_messages), 1), 1)
-        conversations = []
-        for index, (ids, reason) in enumerate(zip(result.completions, result.finish_reasons)):
-            row = min(index // per_prompt, len(call.input_messages) - 1)
-            inputs = call.input_messages[row] if row >= 0 else []
-            conversations.append((inputs, content.output_message(call.tokenizer, ids, reason)))
+        prompts = call.input_messages
+        # generate returns each prompt's sequences next to each other (num_return_sequences per prompt)
+        per_prompt = max(len(result.completions) // max(len(prompts), 1), 1)
+        rows = [index // per_prompt for index in range(len(result.completions))]
+        conversations = [
+            (prompts[row] if row < len(prompts) else [], content.output_message(call.tokenizer, ids, reason))
+            for row, ids, reason in zip(rows, result.completions, result.finish_reasons)
+        ]
         if self.settings.content_on_span and conversations:
             # the span holds the first prompt's conversation: its choices as the output messages
-            first = [output for inputs, output in conversations if inputs is conversations[0][0]]
+            first = [output for row, (_, output) in zip(rows, conversations) if row == 0]
             span.set_attribute(gen_ai.GEN_AI_OUTPUT_MESSAGES, content.on_span(first))
             span.set_attribute(
                 attrs.OUTPUT_VALUE, content.plain_text(first) if len(first) == 1 else content.on_span(first)

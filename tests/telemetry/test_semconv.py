@@ -253,3 +253,26 @@ def test_default_model_generate_exports_text_without_a_tokenizer_argument(teleme
     attributes = telemetry.only_span().attributes
     assert attributes["input.value"] == "The capital of France is"
     assert attributes["output.value"] == tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_batch_with_several_choices_keeps_each_prompt_with_its_own_sequences(telemetry, instrument):
+    """Two prompts x two sampled sequences: the span holds prompt 0 and its two choices; each
+    corevital.sequence event holds its own prompt and sequence, never a merged conversation."""
+    tokenizer = tiny_tokenizer()
+    ids, mask = prompt_ids(batch=2), torch.ones(2, 6, dtype=torch.long)
+    instrument(capture_message_content=True)
+    torch.manual_seed(0)
+    output = build_gpt2().generate(
+        ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=True, num_return_sequences=2,
+        tokenizer=tokenizer,
+    )
+    span = telemetry.only_span()
+    texts = [" ".join(f"zq{i}" for i in row) for row in ids.tolist()]
+    completions = [tokenizer.decode(row[6:], skip_special_tokens=True) for row in output.tolist()]
+    assert messages(span.attributes["gen_ai.input.messages"])[0]["parts"][0]["content"] == texts[0]
+    assert [m["parts"][0]["content"] for m in messages(span.attributes["gen_ai.output.messages"])] == completions[:2]
+    events = [e.attributes for e in span.events if e.name == "corevital.sequence"]
+    assert [messages(e["gen_ai.input.messages"])[0]["parts"][0]["content"] for e in events] == [
+        texts[0], texts[0], texts[1], texts[1]
+    ]
+    assert [messages(e["gen_ai.output.messages"])[0]["parts"][0]["content"] for e in events] == completions
