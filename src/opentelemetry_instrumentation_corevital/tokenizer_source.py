@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 import threading
 import weakref
 
 from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import register_post_import_hook, wrap_function_wrapper
 
 _logger = logging.getLogger(__name__)
 
@@ -49,16 +50,28 @@ def remember_tokenizer(model, tokenizer) -> None:
     _remembered[model] = tokenizer
 
 
-def install_pipeline_hook() -> None:
-    from transformers.pipelines.base import Pipeline  # noqa: F401  (import before wrapping)
+_hook = {"wanted": False, "installed": False}
 
-    wrap_function_wrapper(_PIPELINE_MODULE, _PIPELINE_FORWARD, _pipeline_forward)
+
+def _wrap_pipeline_forward(module) -> None:
+    if _hook["wanted"] and not _hook["installed"]:
+        wrap_function_wrapper(module, _PIPELINE_FORWARD, _pipeline_forward)
+        _hook["installed"] = True
+
+
+def install_pipeline_hook() -> None:
+    """Wrap Pipeline.forward now if transformers' pipelines are imported, else when they are
+    (importing them costs about half a second, which an app without pipelines should not pay)."""
+    _hook["wanted"] = True
+    register_post_import_hook(_wrap_pipeline_forward, _PIPELINE_MODULE)
 
 
 def uninstall_pipeline_hook() -> None:
-    from transformers.pipelines.base import Pipeline
-
-    unwrap(Pipeline, "forward")
+    _hook["wanted"] = False  # a later import of the pipelines wraps nothing
+    module = sys.modules.get(_PIPELINE_MODULE)
+    if _hook["installed"] and module is not None:
+        unwrap(module.Pipeline, "forward")
+    _hook["installed"] = False
 
 
 class TokenizerSource:
