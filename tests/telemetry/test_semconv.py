@@ -276,3 +276,23 @@ def test_batch_with_several_choices_keeps_each_prompt_with_its_own_sequences(tel
         texts[0], texts[0], texts[1], texts[1]
     ]
     assert [messages(e["gen_ai.output.messages"])[0]["parts"][0]["content"] for e in events] == completions
+
+
+def test_chat_detection_unit_cases():
+    """Roles from the template's own markers; a BOS the tokenizer adds is skipped; plain text,
+    an unclosed turn or a tokenizer without a template is no chat."""
+    from opentelemetry_instrumentation_corevital.telemetry import content
+
+    tokenizer = chat_tokenizer()
+    ids = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    assert content.chat_turns(tokenizer, ids) == [("system", "Be brief."), ("user", "Capital of France?")]
+    tokenizer.add_special_tokens({"bos_token": "<|bos|>"})
+    assert content.chat_turns(tokenizer, [tokenizer.bos_token_id, *ids]) == [
+        ("system", "Be brief."), ("user", "Capital of France?")
+    ]
+    assert content.chat_turns(tokenizer, tokenizer("Capital of France?")["input_ids"]) is None
+    unclosed = tokenizer("<|im_start|>user\nCapital of France?")["input_ids"]
+    assert content.chat_turns(tokenizer, unclosed) is None
+    assert content.chat_turns(tiny_tokenizer(), [11, 12, 13]) is None  # no chat template
+    assert content.input_messages(None, [11, 12]) == [{"role": "user", "parts": [{"type": "token_ids", "content": [11, 12]}]}]

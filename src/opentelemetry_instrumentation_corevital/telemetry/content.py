@@ -112,7 +112,11 @@ def chat_turns(tokenizer, ids: list[int]) -> list[tuple[str, str]] | None:
         chat = _chat_format(tokenizer)
         if chat is None:
             return None
-        return chat.parse(tokenizer.decode(ids, skip_special_tokens=False))
+        text = tokenizer.decode(ids, skip_special_tokens=False)
+        bos = getattr(tokenizer, "bos_token", None)
+        if bos and text.startswith(bos) and not any(o.startswith(bos) for o in chat.openers.values()):
+            text = text[len(bos):]  # tokenizing the rendered chat added a BOS the template does not write
+        return chat.parse(text)
     except Exception:
         return None
 
