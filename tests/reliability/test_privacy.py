@@ -5,7 +5,7 @@ evaluation events, and metrics) goes through the real OTLP/HTTP exporters to a l
 receiver; the request bodies, as the wire carries them, are scanned for every word of the
 prompt and of the completion, and for the completion's token ids: as integer attributes in
 the order the events carry them, and as packed little-endian integers of every width inside
-the raw bytes and inside every base64 string (the payload's arrays). The words come from a
+the raw bytes and inside every base64 string (the payload's arrays), and as decimal text (JSON). The words come from a
 tokenizer whose every word is distinctive, and it is handed to generate, so our code holds
 the means to decode and must not use them. The same scans with content capture on find the
 words and the ids: the checks can see a leak.
@@ -155,6 +155,8 @@ def ids_leaked(wire: bytes, span, ids: list[int]) -> list[str]:
     text = ",".join(map(str, ids))
     if any(text in ",".join(map(str, run)) for run in _integer_runs(span)):
         found.append("integer attributes")
+    if any(separator.join(map(str, ids)).encode() in wire for separator in (",", ", ")):
+        found.append("decimal text (JSON)")
     if b"token_id" in wire:
         found.append("a token_id key")
     return found
