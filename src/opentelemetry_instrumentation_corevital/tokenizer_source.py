@@ -1,12 +1,12 @@
 """Which tokenizer turns a generate call's ids back into text.
 
 In order: the call's own `tokenizer=` argument; the tokenizer of the pipeline whose forward
-pass is running (pipelines do not hand theirs to `generate`); the one given to
-`instrument(tokenizer=...)`; the one a loader remembered for this model object
-(`remember_tokenizer`, as `default_model` does); the one saved beside the model
-(`model.name_or_path` is a local folder holding tokenizer files; loaded once per folder, from
-disk only). None when there is
-none, and the content then falls back to token ids. Nothing here ever reaches a model hub.
+pass is running (pipelines do not hand theirs to `generate`); the one given to the enclosing
+`observe(tokenizer=...)` block; the one given to `instrument(tokenizer=...)`; the one a
+loader remembered for this model object (`remember_tokenizer`, as `default_model` does); the
+one saved beside the model (`model.name_or_path` is a local folder holding tokenizer files;
+loaded once per folder, from disk only). None when there is none, and the content then falls
+back to token ids. Nothing here ever reaches a model hub.
 
 Invariant: a lookup never raises and never changes what the call or the pipeline does.
 """
@@ -22,6 +22,8 @@ import weakref
 
 from opentelemetry.instrumentation.utils import unwrap
 from wrapt import register_post_import_hook, wrap_function_wrapper
+
+from .live.observe import current_run
 
 _logger = logging.getLogger(__name__)
 
@@ -83,7 +85,10 @@ class TokenizerSource:
         self._lock = threading.Lock()
 
     def find(self, model, call_tokenizer=None):
-        for candidate in (call_tokenizer, _running_pipeline_tokenizer.get(), self.configured, _remembered.get(model)):
+        run = current_run()
+        observed = run.tokenizer if run is not None else None
+        candidates = (call_tokenizer, _running_pipeline_tokenizer.get(), observed, self.configured, _remembered.get(model))
+        for candidate in candidates:
             if candidate is not None:
                 return candidate
         return self._saved_beside(model)

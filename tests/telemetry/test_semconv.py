@@ -296,3 +296,17 @@ def test_chat_detection_unit_cases():
     assert content.chat_turns(tokenizer, unclosed) is None
     assert content.chat_turns(tiny_tokenizer(), [11, 12, 13]) is None  # no chat template
     assert content.input_messages(None, [11, 12]) == [{"role": "user", "parts": [{"type": "token_ids", "content": [11, 12]}]}]
+
+
+def test_tokenizer_given_to_observe_decodes_the_blocks_calls(telemetry, instrument):
+    from opentelemetry_instrumentation_corevital import observe
+
+    instrument(capture_message_content=True)
+    ids = prompt_ids()
+    model = build_gpt2()
+    with observe(tokenizer=tiny_tokenizer()):
+        model.generate(ids, max_new_tokens=2, do_sample=False)
+    model.generate(ids, max_new_tokens=2, do_sample=False)  # outside the block: ids only
+    inside, outside = telemetry.finished()
+    assert inside.attributes["input.value"] == " ".join(f"zq{i}" for i in ids[0].tolist())
+    assert messages(outside.attributes["gen_ai.input.messages"])[0]["parts"][0]["type"] == "token_ids"
