@@ -121,7 +121,9 @@ class Settings:
     max_step_events: int = 64
     payload_max_bytes: int = 512 * 1024
     attention_every: int = 4
-    capture_message_content: str = CONTENT_NONE  # one of CONTENT_CAPTURE_MODES
+    # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
+    # content_on_events / content_captured, never its truthiness
+    capture_message_content: str = CONTENT_NONE
     profile_overrides: dict = field(default_factory=dict)
 
     @property
