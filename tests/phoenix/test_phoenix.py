@@ -7,7 +7,8 @@ through Phoenix's own REST and GraphQL APIs.
 What a user of Phoenix relies on: the span is an LLM span with the model's token counts, the
 Input/Output columns hold the prompt and completion text (only with content capture), the risk
 headline is in `metadata`, the risk is a CODE annotation, the filters docs/backends.md gives
-find the risky run and only it, and the project is the one named in the resource.
+find the risky run and only it, a chat keeps its roles in Phoenix's message view, and the
+project is the one named in the resource.
 
 Skipped where Phoenix is not installed; under CI=true it must run (`.ci/run` installs it).
 """
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,6 +33,7 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.phoenix import PhoenixRiskAnnotator
 from tests.conftest import build_gpt2, prompt_ids
 from tests.delivery.support import LOOPBACK, RANDOM_MODEL_PROFILE, ROOT, background, free_port, missing
+from tests.telemetry.test_semconv import CHAT, chat_tokenizer
 from tests.test_spans import tiny_tokenizer
 
 PHOENIX_PYTHON = Path(os.environ.get("COREVITAL_PHOENIX_PYTHON", ROOT / ".phoenix-venv" / "bin" / "python"))
@@ -157,6 +160,50 @@ def export_runs(phoenix: Phoenix, content: bool) -> dict[str, dict]:
         runs[label]["annotations"] = [a for a in annotations if a["span_id"] == span["context"]["span_id"]]
     runs["project"] = project
     return runs
+
+
+def wait_for_spans(phoenix: Phoenix, project: str, count: int) -> list[dict]:
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while True:
+        if project in {p["name"] for p in phoenix.get("/v1/projects")["data"]}:
+            spans = phoenix.spans(project)
+            if len(spans) >= count:
+                return spans
+        assert time.monotonic() < deadline, f"no {count} spans in {project}"
+        time.sleep(0.5)
+
+
+def test_phoenix_shows_a_chat_with_its_roles(phoenix):
+    """A pipeline given chat messages: Phoenix lists a chat span whose message view keeps the roles."""
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer) + 8, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    pipe = transformers.pipeline("text-generation", model=LlamaForCausalLM(config).eval(), tokenizer=tokenizer)
+    project = f"{PROJECT}-chat"
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{phoenix.base}/v1/traces")))
+    instrumentor = CoreVitalInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, capture_message_content=True)
+    try:
+        result = pipe([CHAT], max_new_tokens=3, do_sample=False)
+    finally:
+        instrumentor.uninstrument()
+    assert provider.force_flush()
+    provider.shutdown()
+    (span,) = wait_for_spans(phoenix, project, 1)
+    attributes = span["attributes"]
+    assert span["name"].startswith("chat ") and attributes["gen_ai.operation.name"] == "chat"
+    roles = [attributes[f"llm.input_messages.{i}.message.role"] for i in range(2)]
+    assert roles == ["system", "user"]
+    assert attributes["llm.input_messages.1.message.content"] == "Capital of France?"
+    reply = result[0][0]["generated_text"][-1]["content"]
+    assert attributes["llm.output_messages.0.message.content"] == reply
 
 
 def test_phoenix_listens_on_loopback_only(phoenix):
