@@ -9,6 +9,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -93,6 +95,13 @@ class Telemetry:
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.metrics = InMemoryMetricReader()
         self.meter_provider = MeterProvider(metric_readers=[self.metrics])
+        self.logs = InMemoryLogRecordExporter()
+        self.logger_provider = LoggerProvider()
+        self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.logs))
+
+    def log_events(self, name):
+        """Log-based events named `name` (the SDK's ReadableLogRecords)."""
+        return [r for r in self.logs.get_finished_logs() if r.log_record.event_name == name]
 
     def finished(self):
         return list(self.spans.get_finished_spans())
@@ -134,7 +143,8 @@ def instrument(telemetry):
 
     def _instrument(**settings):
         instrumentor.instrument(
-            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, **settings
+            tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+            logger_provider=telemetry.logger_provider, **settings
         )
         return instrumentor
 

@@ -63,14 +63,14 @@ def test_example_prints_completion_and_span(example_run):
     spans = [
         s
         for s in console_spans(example_run.stdout)
-        if s["attributes"].get("gen_ai.operation.name") == "text_completion"
+        if s["attributes"].get("gen_ai.operation.name") == "chat"  # the example renders a chat template
     ]
-    assert len(spans) == 1, f"expected one text_completion span\n{example_run.stdout}\n{example_run.stderr}"
+    assert len(spans) == 1, f"expected one chat span\n{example_run.stdout}\n{example_run.stderr}"
     span = spans[0]
     attrs = span["attributes"]
     model = attrs.get("gen_ai.request.model")
     assert model, attrs
-    assert span["name"] == f"text_completion {model}"
+    assert span["name"] == f"chat {model}"
     assert attrs["gen_ai.provider.name"] == "huggingface"
     assert attrs["gen_ai.usage.input_tokens"] > 0
     assert 0 < attrs["gen_ai.usage.output_tokens"] <= MAX_NEW_TOKENS

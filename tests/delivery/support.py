@@ -103,13 +103,13 @@ def app_env(**variables: str) -> dict[str, str]:
     return env
 
 
-def instrumented_app(*app_args: str, traces: str, metrics: str) -> list[str]:
+def instrumented_app(*app_args: str, traces: str, metrics: str, logs: str = "none") -> list[str]:
     """The zero-code command line: opentelemetry-instrument … python app.py."""
     return [
         require_binary("opentelemetry-instrument"),
         "--traces_exporter", traces,
         "--metrics_exporter", metrics,
-        "--logs_exporter", "none",
+        "--logs_exporter", logs,
         sys.executable, str(APP), *app_args,
     ]
 

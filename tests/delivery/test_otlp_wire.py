@@ -9,7 +9,8 @@ oteltap cannot decode gzip: so rotel forwards over gRPC.)
 
 The app (tests/delivery/app.py) has no OpenTelemetry code: the zero-code path exports. It makes
 one sound and one NaN-broken generate call. Everything the SDK sent must arrive intact: the two
-spans with their typed corevital attributes, the step and evaluation events, and both metric
+spans with their typed corevital attributes, the step events, the log-based evaluation events
+tied to their spans, and both metric
 families (gen_ai.* and corevital.*) with their units, buckets and values, consistent across
 signals (entropy histogram sum = the steps' entropies, risk histogram sum = the spans' scores).
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -59,6 +61,7 @@ CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 class Delivery:
     spans: list[Span] = field(default_factory=list)
     metrics: list[Metric] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
     app: subprocess.CompletedProcess | None = None
 
 
@@ -82,8 +85,16 @@ def genai_spans(spans) -> list:
     return [s for s in spans if attributes(s.attributes).get(gen_ai.GEN_AI_OPERATION_NAME) == "text_completion"]
 
 
+def evaluation_logs(delivery: Delivery) -> list[LogRecord]:
+    return [r for r in delivery.logs if r.event_name == attrs.EVALUATION_EVENT]
+
+
 def complete(delivery: Delivery) -> bool:
-    return len(genai_spans(delivery.spans)) >= 2 and EXPECTED_METRICS.keys() <= {m.name for m in delivery.metrics}
+    return (
+        len(genai_spans(delivery.spans)) >= 2
+        and EXPECTED_METRICS.keys() <= {m.name for m in delivery.metrics}
+        and len(evaluation_logs(delivery)) >= 2
+    )
 
 
 def run_app(endpoint: str, protocol: str) -> subprocess.CompletedProcess:
@@ -93,7 +104,7 @@ def run_app(endpoint: str, protocol: str) -> subprocess.CompletedProcess:
         OTEL_METRIC_EXPORT_INTERVAL="600000",  # one export, at shutdown: exact totals
     )
     app = subprocess.run(
-        instrumented_app(traces="otlp", metrics="otlp"),
+        instrumented_app(traces="otlp", metrics="otlp", logs="otlp"),
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=APP_TIMEOUT_S,
     )
     assert app.returncode == 0, f"app failed\n{app.stdout}\n{app.stderr}"
@@ -121,6 +132,7 @@ async def deliver_to_oteltap() -> Delivery:
         readers = [
             asyncio.create_task(collect(receiver.stream_traces(), delivery.spans)),
             asyncio.create_task(collect(receiver.stream_metrics(), delivery.metrics)),
+            asyncio.create_task(collect(receiver.stream_logs(), delivery.logs)),
         ]
         await asyncio.sleep(0)  # the readers subscribe before anything is sent
         delivery.app = await asyncio.to_thread(run_app, f"http://{LOOPBACK}:{settings.http_port}", "http/protobuf")
@@ -153,7 +165,7 @@ def deliver_through_rotel(workdir: Path) -> Delivery:
     with OtlpGrpcSink(LOOPBACK) as sink:
         with background(rotel_command(grpc_port, http_port, sink.port, workdir), log) as rotel:
             wait_for_port(grpc_port, rotel)
-            delivery = Delivery(spans=sink.spans, metrics=sink.metrics)
+            delivery = Delivery(spans=sink.spans, metrics=sink.metrics, logs=sink.logs)
             delivery.app = run_app(f"http://{LOOPBACK}:{grpc_port}", "grpc")
             deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
             while not complete(delivery) and time.monotonic() < deadline:
@@ -220,7 +232,7 @@ def test_spans_arrive_with_typed_genai_and_corevital_attributes(sound_and_broken
     assert "nan_or_inf" in broken[attrs.RISK_FACTORS]
 
 
-def test_step_and_evaluation_events_arrive_intact(sound_and_broken):
+def test_step_and_evaluation_events_arrive_intact(delivery, sound_and_broken):
     sound, broken = sound_and_broken
     steps = events(sound, attrs.STEP_EVENT)
     assert [s[attrs.STEP_INDEX] for s in steps] == list(range(NEW_TOKENS))
@@ -234,7 +246,10 @@ def test_step_and_evaluation_events_arrive_intact(sound_and_broken):
     assert broken_steps and all(s[attrs.STEP_FLAGGED] is True for s in broken_steps)
     assert all(attrs.STEP_ENTROPY not in s for s in broken_steps)  # NaN is left out, never sent
     for span, label in ((sound, "healthy"), (broken, "critical")):
-        (evaluation,) = events(span, attrs.EVALUATION_EVENT)
+        assert not events(span, attrs.EVALUATION_EVENT)  # a log record, as gen-ai-events.md says
+        (record,) = [r for r in evaluation_logs(delivery) if (r.trace_id, r.span_id) == (span.trace_id, span.span_id)]
+        evaluation = attributes(record.attributes)
+        assert attributes(span.attributes)[attrs.RISK_LABEL] == label  # and on the span, for trace-only backends
         assert evaluation[gen_ai.GEN_AI_EVALUATION_NAME] == attrs.EVALUATION_NAME
         assert evaluation[gen_ai.GEN_AI_EVALUATION_SCORE_LABEL] == label
         assert evaluation[gen_ai.GEN_AI_EVALUATION_SCORE_VALUE] == attributes(span.attributes)[attrs.RISK_SCORE]

@@ -99,7 +99,7 @@ def test_telemetry_never_raises_and_exports_only_valid_finite_values(run, mode):
     for event in span.events:
         for key, value in event.attributes.items():
             assert _otel_valid(value), (event.name, key, value)
-    assert span.events[-1].name == "gen_ai.evaluation.result"
+    assert span.attributes["corevital.risk.label"] in ("healthy", "warning", "critical")
     METRICS.get_metrics_data()  # drain, so memory stays flat across examples
 
 

@@ -13,9 +13,11 @@ import json
 import logging
 import math
 import re
+import time
 
 import pytest
 import torch
+import transformers
 
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, prompt_hash
 from opentelemetry_instrumentation_corevital.telemetry import health as health_module
@@ -128,9 +130,14 @@ def step_events(span):
     return events_named(span, STEP_EVENT)
 
 
-def evaluation(span):
-    found = events_named(span, EVALUATION_EVENT)
-    assert len(found) == 1, [event.name for event in span.events]
+def evaluation(span, telemetry):
+    """The span's gen_ai.evaluation.result: a log record tied to the span, not a span event."""
+    assert not events_named(span, EVALUATION_EVENT)
+    found = [
+        record.log_record for record in telemetry.log_events(EVALUATION_EVENT)
+        if record.log_record.span_id == span.context.span_id and record.log_record.trace_id == span.context.trace_id
+    ]
+    assert len(found) == 1, len(found)
     return dict(found[0].attributes)
 
 
@@ -206,7 +213,7 @@ def test_healthy_run_attributes_names_types_and_ranges(llama, telemetry, instrum
     assert LANGFUSE_LEVEL not in attributes
     assert PAYLOAD_ATTACHED not in attributes  # summary mode never carries the full trace
 
-    result = evaluation(span)
+    result = evaluation(span, telemetry)
     assert result == {
         "gen_ai.evaluation.name": "corevital.risk",
         "gen_ai.evaluation.score.value": attributes[RISK],
@@ -228,7 +235,7 @@ def test_hand_set_risk_model_calls_a_random_model_an_unsure_warning(gpt2, teleme
     assert span.attributes[HIGH_ENTROPY] == 6
     assert "uncertain_answer" in span.attributes[FACTORS]
     assert span.attributes[LANGFUSE_LEVEL] == "WARNING"
-    assert evaluation(span)["gen_ai.evaluation.score.label"] == "warning"
+    assert evaluation(span, telemetry)["gen_ai.evaluation.score.label"] == "warning"
     assert flag_counts(telemetry) == {"high_entropy_steps": 1}
 
 
@@ -251,7 +258,7 @@ def test_warning_label_sets_langfuse_warning(gpt2, telemetry, instrument):
     span = telemetry.only_span()
     assert 0.3 <= span.attributes[RISK] < 1.0
     assert span.attributes[LANGFUSE_LEVEL] == "WARNING"
-    assert evaluation(span)["gen_ai.evaluation.score.label"] == "warning"
+    assert evaluation(span, telemetry)["gen_ai.evaluation.score.label"] == "warning"
 
 
 # -- NaN in a middle layer ---------------------------------------------------------------------------
@@ -272,7 +279,7 @@ def test_nan_in_middle_layer(llama, telemetry, instrument):
     assert 1 in attributes[BLAMED]
     assert attributes[LANGFUSE_LEVEL] == "ERROR"
     assert "NaN" in attributes[NARRATIVE]
-    result = evaluation(span)
+    result = evaluation(span, telemetry)
     assert result["gen_ai.evaluation.score.value"] == 1.0
     assert result["gen_ai.evaluation.score.label"] == "critical"
     counts = flag_counts(telemetry)
@@ -310,7 +317,7 @@ def assert_capped_step_events(span, cap, steps):
     assert indices[0] == 0 and indices[-1] == steps - 1
     for event in events:
         values = event.attributes
-        assert type(values["corevital.step.token_id"]) is int and 0 <= values["corevital.step.token_id"] < VOCAB
+        assert "corevital.step.token_id" not in values  # content capture is off: an id decodes to text
         assert values["corevital.step.sequence"] == 0
         assert 0.0 <= values["corevital.step.entropy"] <= math.log2(VOCAB) + 1e-3
         assert values["corevital.step.surprisal"] >= 0.0
@@ -350,7 +357,35 @@ def test_step_events_default_cap_is_64(telemetry, instrument):
     assert len(step_events(span)) == 64
     assert len(span.events) <= 128  # the SDK's default event limit: nothing was dropped
     assert span.dropped_events == 0
-    assert span.events[-1].name == EVALUATION_EVENT
+    assert evaluation(span, telemetry)
+
+
+class PauseAfterTokens(transformers.StoppingCriteria):
+    """Sleeps once, right after `tokens` new tokens exist (a slow consumer between two steps)."""
+
+    def __init__(self, prompt_width: int, tokens: int, seconds: float):
+        self.at, self.seconds = prompt_width + tokens, seconds
+
+    def __call__(self, input_ids, scores, **kwargs):
+        if input_ids.shape[1] == self.at:
+            time.sleep(self.seconds)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_step_events_are_stamped_with_the_time_of_their_step(llama, telemetry, instrument):
+    instrument(profile_overrides=TINY_PROFILE)
+    ids = prompt_ids()
+    pause = PauseAfterTokens(ids.shape[1], tokens=3, seconds=0.2)
+    criteria = transformers.StoppingCriteriaList([pause])
+    llama.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=None, stopping_criteria=criteria)
+    span = telemetry.only_span()
+    events = step_events(span)
+    assert [e.attributes["corevital.step.index"] for e in events] == list(range(6))
+    times = [e.timestamp for e in events]
+    assert span.start_time < times[0] and times[-1] <= span.end_time
+    gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:])]
+    # the third token (step 2) existed only once the pause was over, and the span's events show it
+    assert gaps[1] >= 0.2 and all(gap < 0.2 for i, gap in enumerate(gaps) if i != 1), gaps
 
 
 def test_flagged_steps_always_get_a_step_event(llama, telemetry, instrument):
@@ -379,6 +414,7 @@ def test_content_capture_off_no_token_text(llama, telemetry, instrument):
     span = telemetry.only_span()
     assert step_events(span)
     assert all("corevital.step.token" not in event.attributes for event in step_events(span))
+    assert all("corevital.step.token_id" not in event.attributes for event in step_events(span))
     assert not [text for text in span_strings(span) if "zq" in text]
 
 
@@ -429,7 +465,7 @@ def test_batch_of_two_gives_sequence_events_and_max_risk(llama, telemetry, instr
     ]
     # step events describe the worst sequence
     assert {event.attributes["corevital.step.sequence"] for event in step_events(span)} == {1}
-    assert evaluation(span)["gen_ai.evaluation.score.value"] == span.attributes[RISK]
+    assert evaluation(span, telemetry)["gen_ai.evaluation.score.value"] == span.attributes[RISK]
     (risk,) = telemetry.metric_points(RISK_METRIC)
     assert risk.count == 1 and risk.sum == 1.0  # one record per generate: the aggregate
     assert flag_counts(telemetry)["nan_detected"] == 1
@@ -470,14 +506,14 @@ def test_on_risk_nan_run_has_payload(llama, telemetry, instrument):
     assert span.attributes[PAYLOAD_ATTACHED] is True
     if PAYLOAD_AVAILABLE:
         assert payload_events(span)
-    assert span.events[-1].name == EVALUATION_EVENT
+    assert evaluation(span, telemetry)
 
 
 def test_on_risk_threshold_decides_without_a_critical_flag(llama, telemetry, instrument):
     instrument(capture_mode="on_risk", profile_overrides=TINY_PROFILE, risk_threshold=0.0)
     llama.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     span = telemetry.only_span()
-    assert evaluation(span)["gen_ai.evaluation.score.label"] == "healthy"
+    assert evaluation(span, telemetry)["gen_ai.evaluation.score.label"] == "healthy"
     assert span.attributes[PAYLOAD_ATTACHED] is True
 
 
@@ -490,10 +526,12 @@ def test_full_mode_always_attaches(llama, telemetry, instrument):
 
 
 def test_on_risk_decision_with_a_stand_in_encoder(llama, telemetry, instrument, monkeypatch):
-    """The encoder is called with (summaries, prompt_summaries, analysis, max_bytes) on risky runs only."""
+    """The encoder is called with (summaries, prompt_summaries, analysis, max_bytes) on risky runs only,
+    and asked for token ids only when content capture is on (it is off here)."""
     calls = []
 
-    def encoder(summaries, prompt_summaries, analysis, max_bytes):
+    def encoder(summaries, prompt_summaries, analysis, max_bytes, token_ids):
+        assert token_ids is False
         calls.append((summaries.num_steps, prompt_summaries, analysis.aggregate.risk_score, max_bytes))
         return [("corevital.payload.test", {"n": 1})], {"corevital.payload.bytes": 10}
 

@@ -118,7 +118,8 @@ def _assert_prompt_round_trip(original, decoded, cap=None):
 
 
 def _assert_summaries_round_trip(original: RunSummaries, decoded: RunSummaries):
-    np.testing.assert_array_equal(decoded.token_ids, original.token_ids)
+    # content capture is off by default: the payload carries the token pattern, not the ids
+    np.testing.assert_array_equal(decoded.token_ids, P.token_pattern(original.token_ids))
     np.testing.assert_array_equal(decoded.valid, original.valid)
     np.testing.assert_allclose(decoded.logits, original.logits, equal_nan=True, **F16)
     counts = [LOGIT_STATS.index("nan_count"), LOGIT_STATS.index("inf_count")]
@@ -174,10 +175,10 @@ def test_encode_decode_round_trip_within_dtype_tolerances():
 
 def test_dtypes_are_compact_and_never_overflow():
     summaries, prompt = synthetic_run()
-    events, _ = payload_events(summaries, prompt, None, BUDGET)
+    events, _ = payload_events(summaries, prompt, None, BUDGET, token_ids=True)
     dtypes = {(a[P.SECTION], a[P.ARRAY]): a[P.DTYPE] for name, a in events if P.ARRAY in a}
     assert dtypes[("steps", "logits")] == "float16"  # entropy, probabilities, surprisal (inf kept)
-    assert dtypes[("steps", "token_ids")] == "uint32"  # ids above 65535
+    assert dtypes[("steps", "token_ids")] == "uint32"  # ids above 65535 (content capture on)
     assert dtypes[("steps", "logit_counts")] == "float16"  # NaN after EOS: not observed
     assert dtypes[("steps", "valid")] == "uint8"
     assert dtypes[("layers", "hidden_norms")] == "float32"
@@ -381,4 +382,21 @@ def test_256_step_payload_under_a_tiny_budget(real_run):
     assert {"layers", "attention", "repetition"} <= set(info[P.PAYLOAD_TRUNCATED])
     decoded = decode_payload(export_span(events)[0].events)
     assert decoded.sections[0] == "steps"
-    np.testing.assert_array_equal(decoded.summaries().token_ids, summaries.token_ids)
+    np.testing.assert_array_equal(decoded.summaries().token_ids, P.token_pattern(summaries.token_ids))
+
+
+def test_token_ids_leave_only_with_content_capture():
+    """Without content capture the steps carry the token pattern: which steps chose the same token,
+    never which token (an id decodes to the completion). With it, the ids themselves."""
+    summaries, prompt = synthetic_run()
+    summaries.token_ids[0, :6] = [70_001, 512, 70_001, 512, 9, 70_001]
+    private, _ = payload_events(summaries, prompt, None, BUDGET)
+    arrays = {a[P.ARRAY] for _, a in private if P.ARRAY in a}
+    assert "token_ids" not in arrays and "token_pattern" in arrays
+    pattern = decode_payload(export_span(private)[0].events).summaries().token_ids
+    assert pattern[0, :6].tolist() == [0, 1, 0, 1, 2, 0]
+    assert np.array_equal(pattern, P.token_pattern(summaries.token_ids))
+    assert pattern.max() == len(np.unique(summaries.token_ids)) - 1
+    with_ids, _ = payload_events(summaries, prompt, None, BUDGET, token_ids=True)
+    ids = decode_payload(export_span(with_ids)[0].events).summaries().token_ids
+    np.testing.assert_array_equal(ids, summaries.token_ids)

@@ -14,6 +14,9 @@ import torch
 
 class FirstTokenClock:
     def __init__(self):
+        # wall-clock ns at which each forward pass started (pass s+1 starts once step s's token
+        # exists); on CUDA this is when the host launched the pass, which may run ahead of the device
+        self.step_starts_ns: list[int] = []
         self._start_host = 0.0
         self._first_host: float | None = None
         self._start_event = None
@@ -31,6 +34,13 @@ class FirstTokenClock:
             self._first_event.record()
         else:
             self._first_host = time.perf_counter()
+
+    def mark_step(self) -> None:
+        self.step_starts_ns.append(time.time_ns())
+
+    def token_times_ns(self, end_ns: int) -> list[int]:
+        """When each step's token existed: the start of the next pass; `end_ns` for the last step."""
+        return [*self.step_starts_ns[1:], end_ns]
 
     def first_token_seconds(self, total_seconds: float) -> float:
         """Seconds to the first token; the whole call when only one step ran."""

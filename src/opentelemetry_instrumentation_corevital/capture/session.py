@@ -136,6 +136,7 @@ class CaptureSession:
         if not self._owns_call():
             return
         self.step += 1
+        self.clock.mark_step()
         if self.step == 1:
             self.clock.mark_first_token()
         if not self.capturing:

@@ -35,9 +35,10 @@ class Run:
     With several generate calls in the block, the finished-call properties describe the last one.
     """
 
-    def __init__(self, on_step: StepListener | None, rag: RagContext | None):
+    def __init__(self, on_step: StepListener | None, rag: RagContext | None, tokenizer=None):
         self.on_step = on_step
         self.rag = rag
+        self.tokenizer = tokenizer  # decodes content of the block's calls (see tokenizer_source)
         self.steps: list[StepSummary] = []  # appended by the generating thread, step by step
         self.interventions: list[Intervention] = []
         self.calls = 0
@@ -133,15 +134,16 @@ class Run:
 
 
 @contextlib.contextmanager
-def observe(on_step: StepListener | None = None, rag: RagContext | None = None):
-    """Watch the generate calls made inside the block; yields the `Run`."""
+def observe(on_step: StepListener | None = None, rag: RagContext | None = None, tokenizer=None):
+    """Watch the generate calls made inside the block; yields the `Run`. `tokenizer` decodes the
+    block's prompts and completions when content capture is on and a call brings none."""
     if on_step is not None and not callable(on_step):
         raise TypeError(f"on_step must be a callable taking a StepSummary, got {type(on_step).__name__}")
     if rag is not None and not isinstance(rag, RagContext):
         raise TypeError(
             f"rag must be a RagContext (RagContext.from_dict(...) builds one from a dict), got {type(rag).__name__}"
         )
-    run = Run(on_step, rag)
+    run = Run(on_step, rag, tokenizer)
     token = _OBSERVER.set(run)
     try:
         yield run

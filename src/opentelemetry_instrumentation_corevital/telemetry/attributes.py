@@ -69,3 +69,23 @@ SEQUENCE_FINISH_REASON = "corevital.sequence.finish_reason"
 INTERVENTION_STEP = "corevital.intervention.step"
 INTERVENTION_REASON = "corevital.intervention.reason"
 INTERVENTION_SEQUENCE = "corevital.intervention.sequence"
+
+# The risk label (healthy | warning | critical), also the evaluation event's score label, on
+# the span so that trace-only backends can filter on it.
+RISK_LABEL = "corevital.risk.label"
+
+# OpenInference attributes, which Arize Phoenix reads for its Input/Output columns, span kind
+# and metadata filters (openinference-semantic-conventions; Phoenix 20.x).
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+OPENINFERENCE_LLM = "LLM"
+INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
+OUTPUT_VALUE = "output.value"
+OUTPUT_MIME_TYPE = "output.mime_type"
+MIME_TEXT = "text/plain"
+MIME_JSON = "application/json"
+METADATA = "metadata"  # a JSON object as a string: the risk headline
+
+# Log-based GenAI event with one returned sequence's messages (semconv v1.41.1,
+# gen-ai-events.md, "Event: gen_ai.client.inference.operation.details").
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"

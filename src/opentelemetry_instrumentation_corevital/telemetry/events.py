@@ -105,7 +105,7 @@ def step_event(
     *,
     step: int,
     sequence: int,
-    token_id: int,
+    token_id: int | None,
     entropy,
     surprisal,
     margin,
@@ -116,9 +116,10 @@ def step_event(
     values: dict = {
         attrs.STEP_INDEX: int(step),
         attrs.STEP_SEQUENCE: int(sequence),
-        attrs.STEP_TOKEN_ID: int(token_id),
         attrs.STEP_FLAGGED: bool(flagged),
     }
+    if token_id is not None:  # only with content capture: an id decodes to the completion
+        values[attrs.STEP_TOKEN_ID] = int(token_id)
     put_float(values, attrs.STEP_ENTROPY, entropy)
     put_float(values, attrs.STEP_SURPRISAL, surprisal)
     put_float(values, attrs.STEP_MARGIN, margin)

@@ -7,10 +7,14 @@ except `off`):
   values aggregate a batch (max risk, any flag, union of blamed layers); the fingerprint and
   the narrative are the worst sequence's;
 - `corevital.step` events for the worst sequence's steps, at most `max_step_events`
-  (first, last and flagged steps always kept, see `events.sample_steps`);
-- `corevital.sequence` events, one per returned sequence, when there is more than one;
+  (first, last and flagged steps always kept, see `events.sample_steps`), each stamped with
+  the time its token existed, so a backend's event list shows the run's timing;
+- `corevital.sequence` events, one per returned sequence, when there is more than one (with
+  that sequence's messages when content capture on spans is on);
 - the full-trace payload events in `full` mode, or in `on_risk` mode when the run is risky;
-- `gen_ai.evaluation.result`, added last so that it survives the SDK's event limit;
+- `gen_ai.evaluation.result` as a log-based event tied to the span (the semconv's events are
+  log records); the same risk stays in the span's attributes for trace-only backends, and in
+  `metadata`, the JSON headline Arize Phoenix shows and filters on;
 - metrics `corevital.risk.score` (one record per call), `corevital.logits.entropy` (one per
   valid generated token) and `corevital.health.flags` (+1 per raised flag).
 
@@ -22,15 +26,20 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
+import time
 
 import numpy as np
+
+from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from ..analysis import RunAnalysis, analyze, prompt_hash
 from ..profiles import Profile, load_profile, load_profile_file
 from ..summaries import RunSummaries
 from . import attributes as attrs
-from . import events
+from . import content, events
 
 _logger = logging.getLogger(__name__)
 
@@ -39,9 +48,10 @@ _PAYLOAD_MODULE = __package__ + ".payload"
 
 
 class HealthRecorder:
-    def __init__(self, instruments, settings):
+    def __init__(self, instruments, settings, event_logger=None):
         self.instruments = instruments
         self.settings = settings
+        self.event_logger = event_logger  # OTel Logs API logger; None: no log-based events
         self._profiles: dict[str, Profile] = {}
         self._payload_events = None
         self._payload_resolved = False
@@ -96,6 +106,8 @@ class HealthRecorder:
         metric_attributes: dict,
         profile: Profile | None = None,
         prompt_summaries=None,
+        conversations=None,
+        step_times_ns=(),
     ) -> None:
         entropy = summaries.logit("entropy")[summaries.valid]
         for value in entropy[np.isfinite(entropy) & (entropy >= 0)].tolist():  # the SDK refuses negatives
@@ -118,21 +130,27 @@ class HealthRecorder:
         span.set_attributes(span_attributes(analysis, call, summaries))
         span.set_attributes({attrs.PROFILE_NAME: profile.name, attrs.PROFILE_CALIBRATED: profile.calibrated})
         for name, values in self._step_events(call, summaries, analysis):
-            span.add_event(name, values)
+            step = values[attrs.STEP_INDEX]
+            span.add_event(name, values, timestamp=step_times_ns[step] if step < len(step_times_ns) else None)
         if len(analysis.sequences) > 1:
-            for name, values in sequence_events(analysis, result):
+            for name, values in sequence_events(analysis, result, conversations):
                 span.add_event(name, values)
         try:
             self._attach_payload(span, summaries, prompt_summaries, analysis)
         finally:
-            worst = _worst(analysis)
-            span.add_event(
-                *events.evaluation_event(
-                    score=aggregate.risk_score,
-                    label=aggregate.label,
-                    explanation=worst.narrative if worst is not None else "",
-                )
-            )
+            self._emit_evaluation(span, analysis)
+
+    def _emit_evaluation(self, span, analysis: RunAnalysis) -> None:
+        if self.event_logger is None:
+            return
+        worst = _worst(analysis)
+        name, values = events.evaluation_event(
+            score=analysis.aggregate.risk_score,
+            label=analysis.aggregate.label,
+            explanation=worst.narrative if worst is not None else "",
+        )
+        # the span's context ties the log record to it (trace and span ids on the record)
+        self.event_logger.emit(event_name=name, attributes=values, context=trace.set_span_in_context(span))
 
     # -- pieces ----------------------------------------------------------------------------------
 
@@ -145,7 +163,8 @@ class HealthRecorder:
         valid_steps = np.flatnonzero(summaries.valid[i]).tolist()
         chosen = events.sample_steps(valid_steps, worst.flagged_steps, self.settings.max_step_events)
         flagged = set(worst.flagged_steps)
-        tokenizer = call.tokenizer if self.settings.capture_message_content else None
+        with_tokens = self.settings.content_on_span  # a token id decodes to the completion: private by default
+        tokenizer = call.tokenizer if with_tokens else None
         stats = {name: summaries.logit(name)[i] for name in ("entropy", "surprisal", "margin", "topk_mass")}
         built = []
         for step in chosen:
@@ -154,7 +173,7 @@ class HealthRecorder:
                 events.step_event(
                     step=step,
                     sequence=i,
-                    token_id=token_id,
+                    token_id=token_id if with_tokens else None,
                     entropy=stats["entropy"][step],
                     surprisal=stats["surprisal"][step],
                     margin=stats["margin"][step],
@@ -191,12 +210,16 @@ class HealthRecorder:
         if encoder is None:
             return
         try:
-            payload, info = encoder(summaries, prompt_summaries, analysis, self.settings.payload_max_bytes)
+            payload, info = encoder(
+                summaries, prompt_summaries, analysis, self.settings.payload_max_bytes,
+                token_ids=self.settings.content_on_span,
+            )
         except Exception:
             span.set_attribute(attrs.PAYLOAD_ATTACHED, False)
             raise
+        stamp = time.time_ns()  # one time for all: backends list the payload as one block after the steps
         for name, values in payload:
-            span.add_event(name, values)
+            span.add_event(name, values, timestamp=stamp)
         if info:
             span.set_attributes(dict(info))
 
@@ -265,6 +288,8 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
         values[attrs.FINGERPRINT] = [0.0 if v is None else v for v in fingerprint]
         if worst.narrative:
             values[attrs.NARRATIVE] = str(worst.narrative)
+    values[attrs.RISK_LABEL] = str(aggregate.label)
+    values[attrs.METADATA] = risk_headline(values)
     level = attrs.LANGFUSE_LEVEL_OF_LABEL.get(aggregate.label)
     if level is not None:
         values[attrs.LANGFUSE_LEVEL] = level
@@ -273,11 +298,31 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
     return values
 
 
-def sequence_events(analysis: RunAnalysis, result) -> list[events.Event]:
+_HEALTH_FLAG_ATTRIBUTES = (
+    attrs.HEALTH_NAN, attrs.HEALTH_INF, attrs.HEALTH_ATTENTION_COLLAPSE,
+    attrs.HEALTH_REPETITION_LOOP, attrs.HEALTH_MID_LAYER_ANOMALY,
+)
+
+
+def risk_headline(values: dict) -> str:
+    """The `metadata` JSON: score, label, factors and raised flags. Its keys have no dots, which
+    Phoenix would split into nested keys; it filters on `metadata['risk_label'] == 'critical'`."""
+    headline = {
+        "risk_score": values.get(attrs.RISK_SCORE),
+        "risk_label": values.get(attrs.RISK_LABEL),
+        "risk_factors": list(values.get(attrs.RISK_FACTORS, [])),
+        "health_flags": [key.rsplit(".", 1)[-1] for key in _HEALTH_FLAG_ATTRIBUTES if values.get(key)],
+    }
+    return json.dumps(headline)
+
+
+def sequence_events(analysis: RunAnalysis, result, conversations=None) -> list[events.Event]:
     counts = list(getattr(result, "output_token_counts", []) or [])
     reasons = list(getattr(result, "finish_reasons", []) or [])
-    return [
-        events.sequence_event(
+    conversations = list(conversations or [])
+    built = []
+    for sequence in analysis.sequences:
+        name, values = events.sequence_event(
             index=sequence.index,
             risk_score=sequence.risk_score,
             label=sequence.label,
@@ -285,5 +330,9 @@ def sequence_events(analysis: RunAnalysis, result) -> list[events.Event]:
             output_tokens=counts[sequence.index] if sequence.index < len(counts) else None,
             finish_reason=reasons[sequence.index] if sequence.index < len(reasons) else None,
         )
-        for sequence in analysis.sequences
-    ]
+        if sequence.index < len(conversations):  # content capture on spans: this sequence's own messages
+            inputs, output = conversations[sequence.index]
+            values[gen_ai.GEN_AI_INPUT_MESSAGES] = content.on_span(inputs)
+            values[gen_ai.GEN_AI_OUTPUT_MESSAGES] = content.on_span([output])
+        built.append((name, values))
+    return built

@@ -26,6 +26,7 @@ HEALTH_FLAGS = "corevital.health.flags"
 @dataclass(frozen=True)
 class Instruments:
     operation_duration: Histogram
+    server_request_duration: Histogram
     token_usage: Histogram
     time_to_first_token: Histogram
     time_per_output_token: Histogram
@@ -40,6 +41,13 @@ class Instruments:
                 gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
                 unit="s",
                 description="Duration of one generate call",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            ),
+            # gen-ai-metrics.md: the model runs in-process, so this process is also the GenAI server
+            server_request_duration=meter.create_histogram(
+                gen_ai_metrics.GEN_AI_SERVER_REQUEST_DURATION,
+                unit="s",
+                description="Duration of one generate call, as the model server sees it",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             ),
             token_usage=meter.create_histogram(

@@ -3,10 +3,13 @@
 The payload rides along only in `full` capture, or in `on_risk` when the run crossed the risk
 threshold or raised a critical flag (the handler decides; this module only encodes). It holds
 the per-step, per-layer summaries, the per-sequence analysis and the prompt telemetry, so that
-`report.py` can rebuild the full report from a finished span alone. No token text, ever:
-token ids only.
+`report.py` can rebuild the full report from a finished span alone. No token text, ever; token
+ids only when content capture is on. Without it the steps carry a token *pattern* instead
+(`token_pattern`: each token replaced by the order of its first appearance in the run, so
+`[812, 47, 812, 47]` becomes `[0, 1, 0, 1]`): repetition analysis needs which steps chose the
+same token, never which token it was, and the pattern does not decode to text.
 
-Events (format version 1; docs/payload.md has the full description)
+Events (format version 2; docs/payload.md has the full description)
 --------------------------------------------------------------------
 
 `corevital.payload` (header, always first):
@@ -39,8 +42,8 @@ Events (format version 1; docs/payload.md has the full description)
 Sections, in priority order (a lower one is kept only when every kept higher one fits):
 
     steps             logits [N,S,5] (entropy, margin, topk_mass, max_prob, surprisal),
-                      logit_counts [N,S,2] (nan_count, inf_count), token_ids [N,S],
-                      valid [N,S] (uint8 0/1)
+                      logit_counts [N,S,2] (nan_count, inf_count), token_ids [N,S]
+                      with content capture, else token_pattern [N,S], valid [N,S] (uint8 0/1)
     analysis          json: per-sequence analysis results and the aggregate
     layers            hidden_moments [N,S,L,2] (mean, std), hidden_norms [N,S,L,2]
                       (l2_norm, max_abs; always float32), hidden_counts [N,S,L,2]
@@ -83,7 +86,7 @@ if TYPE_CHECKING:  # capture imports torch; telemetry never does
     from ..analysis import RunAnalysis
     from ..capture.prompt import PromptSummaries
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 2: token_pattern replaces token_ids without content capture
 DEFAULT_MAX_BYTES = 512 * 1024
 CHUNK_CHARS = 2000  # below Grafana Tempo's default max_attribute_bytes (2048); multiple of 4
 MAX_EVENTS = 40
@@ -94,6 +97,9 @@ PAYLOAD_TRUNCATED = "corevital.payload.truncated"
 PAYLOAD_VERSION_ATTRIBUTE = "corevital.payload.version"
 
 HEADER_EVENT = "corevital.payload"
+# steps arrays holding the chosen tokens: the ids (content capture on) or their pattern (off)
+TOKEN_IDS = "token_ids"
+TOKEN_PATTERN = "token_pattern"
 EVENT_PREFIX = "corevital.payload."
 
 # header attributes
@@ -150,13 +156,17 @@ def payload_events(
     prompt: "PromptSummaries | None",
     analysis: "RunAnalysis | None",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    token_ids: bool = False,
 ) -> tuple[list[tuple[str, dict]], dict]:
     """Span events (name, attributes) of the full-trace payload, and span-level info attributes.
+
+    `token_ids`: carry the generated token ids (only when content capture is on); otherwise
+    the token pattern, which does not decode to the completion.
 
     The events' exact OTLP size never exceeds `max_bytes`; what did not fit is listed in
     `corevital.payload.truncated` (empty when complete).
     """
-    sections = _candidate_sections(summaries, prompt, analysis)
+    sections = _candidate_sections(summaries, prompt, analysis, token_ids)
     names = [name for name, _ in sections]
     header_worst = _header(summaries, prompt, names, [*names, "prompt_attention:cap=" + "9" * 10])
     remaining = max_bytes - event_size(*header_worst)
@@ -220,14 +230,14 @@ def _prompt_rows(prompt) -> int:
     return max(len(prompt.surprisal), len(prompt.layer_transformation), len(prompt.basin), len(prompt.sparse))
 
 
-def _candidate_sections(summaries: RunSummaries, prompt, analysis) -> list[tuple[str, Any]]:
+def _candidate_sections(summaries: RunSummaries, prompt, analysis, token_ids: bool) -> list[tuple[str, Any]]:
     """(section, builder) for every section there is data for, in priority order.
 
     A builder returns the section's events; prompt_attention's is a _SparseAttention, which
     builds them for a given per-head cap.
     """
     s = summaries
-    out: list[tuple[str, Any]] = [("steps", lambda: _steps_events(s))]
+    out: list[tuple[str, Any]] = [("steps", lambda: _steps_events(s, token_ids))]
     if analysis is not None:
         out.append(("analysis", lambda: _analysis_events(analysis)))
     if s.hidden.ndim == 4 and s.hidden.shape[2] > 0:
@@ -250,12 +260,22 @@ def _columns(array: np.ndarray, names: Sequence[str], wanted: Sequence[str]) -> 
     return np.ascontiguousarray(array[..., [list(names).index(name) for name in wanted]])
 
 
-def _steps_events(s: RunSummaries) -> list[tuple[str, dict]]:
+def token_pattern(token_ids: np.ndarray) -> np.ndarray:
+    """Each id replaced by the order of its first appearance (C order): equal ids stay equal, nothing else."""
+    ids = np.asarray(token_ids)
+    _, first, inverse = np.unique(ids.ravel(), return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse].reshape(ids.shape)
+
+
+def _steps_events(s: RunSummaries, token_ids: bool) -> list[tuple[str, dict]]:
     logits = _columns(s.logits, LOGIT_STATS, LOGIT_FLOAT_FIELDS)
+    tokens = s.token_ids if token_ids else token_pattern(s.token_ids)
     return [
         _array_event("steps", "logits", logits, _float_dtype(logits), LOGIT_FLOAT_FIELDS),
         _count_event("steps", "logit_counts", _columns(s.logits, LOGIT_STATS, COUNT_FIELDS), COUNT_FIELDS),
-        _array_event("steps", "token_ids", s.token_ids, _int_dtype(s.token_ids)),
+        _array_event("steps", TOKEN_IDS if token_ids else TOKEN_PATTERN, tokens, _int_dtype(tokens)),
         _array_event("steps", "valid", np.asarray(s.valid, bool).astype(np.uint8), "uint8"),
     ]
 
@@ -576,11 +596,13 @@ class DecodedPayload:
     def summaries(self) -> RunSummaries | None:
         """The RunSummaries the payload was made from (None without the steps section).
 
-        Sections the budget dropped come back as NaN ("not observed") or None.
+        Sections the budget dropped come back as NaN ("not observed") or None. Without
+        content capture `token_ids` holds the token pattern (see `token_pattern`).
         """
-        if "steps.token_ids" not in self.arrays:
+        tokens = self.arrays.get(f"steps.{TOKEN_IDS}", self.arrays.get(f"steps.{TOKEN_PATTERN}"))
+        if tokens is None:
             return None
-        token_ids = self.arrays["steps.token_ids"].astype(np.int64)
+        token_ids = tokens.astype(np.int64)
         n, s = token_ids.shape
         layers = int(self.header.get(LAYERS, 0))
         logits = self.stats(("steps.logits", "steps.logit_counts"), LOGIT_STATS)
