@@ -118,9 +118,8 @@ def print_summary(finished: InMemorySpanExporter, metric_reader: InMemoryMetricR
             if key in attrs:
                 value = attrs[key]
                 print(f"  {key} = {list(value) if isinstance(value, tuple) else value}")
-        for event in span.events:
-            if event.name == "gen_ai.evaluation.result":
-                print(f"  health: {event.attributes['gen_ai.evaluation.score.label']}")
+        if "corevital.risk.label" in attrs:  # also sent as the gen_ai.evaluation.result log event
+            print(f"  health: {attrs['corevital.risk.label']}")
     data = metric_reader.get_metrics_data()
     names = sorted(
         {
