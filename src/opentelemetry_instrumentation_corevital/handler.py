@@ -171,6 +171,8 @@ class GenerationHandler:
                 gen_ai.GEN_AI_OUTPUT_MESSAGES,
                 content.output_messages(call.tokenizer, result.completions, result.finish_reasons),
             )
+        if session.unavailable_reason:
+            span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, session.unavailable_reason)
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
             self.faults.record(span, session.fault[0], session.fault[1])

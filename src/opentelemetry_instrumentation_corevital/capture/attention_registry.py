@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from transformers.modeling_utils import AttentionInterface
 
 from .session import active_session
@@ -19,7 +21,8 @@ _ORIGINALS: dict[str, object] = {}
 def _probed(attention_function):
     @functools.wraps(attention_function)
     def probed(module, query, key, value, attention_mask, *args, **kwargs):
-        session = active_session()
+        # inside a compiled region the session reads no ContextVar: it captures no attention there
+        session = None if torch.compiler.is_compiling() else active_session()
         if session is not None:
             session.observe_attention(module, query, key, attention_mask, kwargs)
         return attention_function(module, query, key, value, attention_mask, *args, **kwargs)

@@ -1,8 +1,13 @@
 """One capture session per generate call: probes, device buffers, and the final host copy.
 
-Probes are registered on the model when the call starts and removed when it ends. Every
-probe first checks that its own session is the one active on the calling thread, so two
-threads sharing a model, or a generate nested inside another, never mix their summaries.
+The logit signals come from the decoding loop (`decoding_loop.LogitsTap`), never from inside
+the forward. On the dynamic path, probes inside the forward (hidden states, attention) are
+registered when the call starts and removed when it ends; every probe first checks that its
+own session is the one active on the calling thread, so two threads sharing a model, or a
+generate nested inside another, never mix their summaries. When the forward is compiled
+(torch.compile on the model, its forward or a submodule, or transformers' automatic compile
+for a static cache) no probe goes inside it: the session captures the logit signals alone and
+says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class CaptureSession:
         self.step = -1
         self.fault: tuple[str, BaseException] | None = None
         self.attention_unavailable_reason: str | None = None
+        # why some signals are missing for the whole call (a compiled forward)
+        self.unavailable_reason: str | None = None
+        self._probing_forward = False
+        self._loop_turns = 0
         self._handles: list = []
         self._restore: list = []
         self._pending_parents: torch.Tensor | None = None
@@ -68,23 +77,28 @@ class CaptureSession:
 
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
-        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         if not self.options.probes:
             return
         with self._guard("attach"):
             self.layout = find_layout(self.model)
-            self._attach_probes(self.layout)
+            compiled = compiled_forward(self.model)
+            if compiled is not None:
+                self.forward_compiled(compiled)
+            else:
+                self._attach_probes(self.layout)
 
     def _attach_probes(self, layout: ModelLayout) -> None:
         if not layout.decoder_layers or layout.lm_head is None:
             raise CaptureFault("no decoder layers or output embeddings found")
+        self._probing_forward = True
+        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._on_forward_end))
         for index, layer in enumerate(layout.decoder_layers):
             hook = functools.partial(self._on_layer_output, index)
             self._handles.append(layer.register_forward_hook(hook, with_kwargs=True))
         if self.options.prompt_telemetry and layout.decoder_root is not None and not layout.is_encoder_decoder:
             self._handles.append(layout.decoder_root.register_forward_hook(self._on_decoder_output))
-        self._handles.append(layout.lm_head.register_forward_hook(self._on_logits))
+        self._handles.append(layout.lm_head.register_forward_hook(self._on_head_output))
         if not layout.attention_modules:
             self.attention_unavailable_reason = "no attention modules found in the decoder layers"
         elif layout.attn_implementation == "eager":
@@ -92,6 +106,17 @@ class CaptureSession:
             for module_id in layout.attention_modules:
                 hook = functools.partial(self._on_eager_attention, modules[module_id])
                 self._handles.append(modules[module_id].register_forward_hook(hook))
+
+    def forward_compiled(self, how: str) -> None:
+        """The forward runs compiled: remove the in-forward probes before it runs; keep the logit signals."""
+        self.detach()
+        self._probing_forward = False
+        missing = "hidden-state, attention and repetition signals are not captured"
+        if self.options.num_beams > 1 or self.step >= 0:
+            self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
+            missing = "no model signals are captured"
+        self.unavailable_reason = f"{how}: {missing}"
+        self.attention_unavailable_reason = self.unavailable_reason
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -129,34 +154,64 @@ class CaptureSession:
     # kwargs default to None: while another thread registers or removes its session's hooks on a
     # shared model, torch can call a with_kwargs hook without them. Such a call is never this
     # session's own, so the ownership check comes first and returns.
+    # Every probe inside the forward returns at once when Dynamo traces it: a compile the session
+    # did not detect then gets a plain pass-through instead of a graph break or an error.
     def _on_forward_start(self, module, args, kwargs=None):
-        if not self._owns_call():
+        if torch.compiler.is_compiling() or not self._owns_call():
             return
         self.step += 1
-        if self.step == 1:
-            self.clock.mark_first_token()
         if not self.capturing:
             return
         with self._guard("step"):
             ids = _decoder_input_ids(self.model, args, kwargs)
-            if self.step == 0:
-                self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
-                self._prompt_ids = ids
-                if self.options.prompt_telemetry and ids.shape[1] > 1:
-                    stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
-                    rows = slice(0, ids.shape[0], stride)
-                    self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
-            elif self.step < self.buffers.max_steps:
-                self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
+            self._begin_step(ids, kwargs.get("attention_mask"))
+
+    def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
+        """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
+        if self.step == 0:
+            self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
+            self._prompt_ids = ids
+            if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:
+                stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
+                rows = slice(0, ids.shape[0], stride)
+                self.prompt = PromptProbe(self.layout.num_layers, rows, attention_mask, ids.shape[1])
+        elif self.step < self.buffers.max_steps:
+            self.buffers.record_chosen_tokens(self.step, ids[:, -1], self._take_parents())
+
+    def observe_logits(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """Called by the LogitsTap with the logits generate samples from at this step ([R, V])."""
+        if not self._owns_call():
+            return
+        if not self.capturing:
+            return
+        with self._guard("logits"):
+            if not self._probing_forward:
+                self.step += 1
+                self._begin_step(input_ids)
+            if self.buffers.in_range(self.step):
+                self.buffers.record_logits(self.step, scores)
+
+    def loop_turn(self, goes_on: bool) -> None:
+        """generate's decoding loop checked whether to run another turn; the second check comes once
+        the first token was handed out (a call that stops there took the whole call for it)."""
+        if not self._owns_call():
+            return
+        self._loop_turns += 1
+        if self._loop_turns == 2 and goes_on:
+            self.clock.mark_first_token()
 
     def _on_forward_end(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.step == 0 and self.options.num_beams > 1):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.step == 0 and self.options.num_beams > 1):
             return
         with self._guard("beam"):
             self._observe_beam_reorders(getattr(output, "past_key_values", None))
 
     def _on_layer_output(self, index, module, args, kwargs, output=None):
-        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.buffers.in_range(self.step)):
             return
         with self._guard("hidden"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output
@@ -167,21 +222,27 @@ class CaptureSession:
                 self.prompt.observe_layer(index, layer_input, hidden)
 
     def _on_decoder_output(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.step == 0 and self.prompt is not None):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.step == 0 and self.prompt is not None):
             return
         with self._guard("prompt"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output.last_hidden_state
             self.prompt.observe_final_hidden(hidden, self.layout.lm_head, self._prompt_ids)
 
-    def _on_logits(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+    def _on_head_output(self, module, args, output):
+        """The output head runs after every layer: reduce this step's layer rows and attention."""
+        if torch.compiler.is_compiling() or not self._owns_call():
             return
-        with self._guard("logits"):
-            logits = output[0] if isinstance(output, (tuple, list)) else output
-            self.buffers.record_step_end(self.step, logits[:, -1, :])
+        if not (self.capturing and self.buffers.in_range(self.step)):
+            return
+        with self._guard("hidden"):
+            self.buffers.record_layers(self.step)
 
     def _attention_wanted(self, module) -> tuple[int, bool] | None:
-        if not (self._owns_call() and self.capturing and self.buffers is not None):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return None
+        if not (self.capturing and self.buffers is not None):
             return None
         if not self.buffers.in_range(self.step) or self.step % self.options.attention_stride:
             return None
@@ -285,6 +346,18 @@ class CaptureSession:
 
     def first_token_seconds(self, total_seconds: float) -> float | None:
         return self.clock.first_token_seconds(total_seconds)
+
+
+def compiled_forward(model: torch.nn.Module) -> str | None:
+    """How the user compiled the model's forward, or None: `model.compile()` or `torch.compile`
+    assigned to a module's `forward`, on the model or any of its submodules."""
+    for name, module in model.named_modules():
+        where = f"`{name}`" if name else "the model"
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            return f"{where} is compiled (nn.Module.compile)"
+        if hasattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable"):
+            return f"{where}'s forward is compiled (torch.compile)"
+    return None
 
 
 def _model_device(model) -> torch.device:

@@ -7,6 +7,8 @@ LISTENER_ERROR = "corevital.listener.error"
 # why a step listener or CoreVitalStoppingCriteria got no per-step health (beam search, capture off, ...)
 LIVE_UNAVAILABLE_REASON = "corevital.live.unavailable_reason"
 ATTENTION_UNAVAILABLE_REASON = "corevital.attention.unavailable_reason"
+# which model signals a call could not capture and why (a compiled forward: logit signals only)
+CAPTURE_UNAVAILABLE_REASON = "corevital.capture.unavailable_reason"
 
 RISK_SCORE = "corevital.risk.score"
 RISK_FACTORS = "corevital.risk.factors"
