@@ -8,13 +8,19 @@ generate nested inside another, never mix their summaries. When the forward is c
 (torch.compile on the model, its forward or a submodule, or transformers' automatic compile
 for a static cache) no probe goes inside it: the session captures the logit signals alone and
 says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
+
+The patches into transformers (the decoding-loop wrappers, the attention-registry probe) are
+in place exactly while some session needs them: a compiled forward traced while no session
+probes attention never sees, nor guards on, anything of ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -33,6 +39,35 @@ _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_ses
 
 def active_session() -> "CaptureSession | None":
     return _ACTIVE.get()
+
+
+class _SharedPatch:
+    """A process-wide patch installed while at least one session holds it."""
+
+    def __init__(self, module_name: str):
+        self._module_name = module_name
+        self._holders = 0
+        self._lock = threading.Lock()
+
+    def _module(self):
+        # imported on use: both patch modules import this one for active_session()
+        return importlib.import_module(f"{__package__}.{self._module_name}")
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._module().install()
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                self._module().uninstall()
+
+
+_DECODING_LOOP = _SharedPatch("decoding_loop")
+_ATTENTION_REGISTRY = _SharedPatch("attention_registry")
 
 
 @dataclass(frozen=True)
@@ -68,6 +103,7 @@ class CaptureSession:
         self._loop_turns = 0
         self._handles: list = []
         self._restore: list = []
+        self._held: list[_SharedPatch] = []
         self._pending_parents: torch.Tensor | None = None
         self.prompt: PromptProbe | None = None
         self.prompt_summaries = None
@@ -77,6 +113,7 @@ class CaptureSession:
 
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
+        self._hold(_DECODING_LOOP)
         if not self.options.probes:
             return
         with self._guard("attach"):
@@ -91,6 +128,7 @@ class CaptureSession:
         if not layout.decoder_layers or layout.lm_head is None:
             raise CaptureFault("no decoder layers or output embeddings found")
         self._probing_forward = True
+        self._hold(_ATTENTION_REGISTRY)
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._on_forward_end))
         for index, layer in enumerate(layout.decoder_layers):
@@ -109,8 +147,7 @@ class CaptureSession:
 
     def forward_compiled(self, how: str) -> None:
         """The forward runs compiled: remove the in-forward probes before it runs; keep the logit signals."""
-        self.detach()
-        self._probing_forward = False
+        self._remove_forward_probes()
         missing = "hidden-state, attention and repetition signals are not captured"
         if self.options.num_beams > 1 or self.step >= 0:
             self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
@@ -119,12 +156,26 @@ class CaptureSession:
         self.attention_unavailable_reason = self.unavailable_reason
 
     def detach(self) -> None:
+        self._remove_forward_probes()
+        for patch in self._held:
+            patch.release()
+        self._held.clear()
+
+    def _hold(self, patch: _SharedPatch) -> None:
+        patch.acquire()
+        self._held.append(patch)
+
+    def _remove_forward_probes(self) -> None:
+        self._probing_forward = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         for undo in self._restore:
             undo()
         self._restore.clear()
+        if _ATTENTION_REGISTRY in self._held:
+            self._held.remove(_ATTENTION_REGISTRY)
+            _ATTENTION_REGISTRY.release()
 
     @contextlib.contextmanager
     def active(self):
