@@ -33,6 +33,10 @@ def compile_forward(model):
     model.forward = torch.compile(model.forward, fullgraph=True)
 
 
+def compile_module(model):
+    model.compile(fullgraph=True)
+
+
 def compile_for_static_cache(model):
     """What transformers does by itself with a static cache; on CPU only when told to compile everywhere."""
     config = CompileConfig(fullgraph=True)
@@ -41,7 +45,11 @@ def compile_for_static_cache(model):
     model.generation_config.cache_implementation = "static"
 
 
-MODES = {"forward fullgraph": compile_forward, "static cache auto-compile": compile_for_static_cache}
+MODES = {
+    "forward fullgraph": compile_forward,
+    "nn.Module.compile fullgraph": compile_module,
+    "static cache auto-compile": compile_for_static_cache,
+}
 
 
 def run_calls(model) -> list[torch.Tensor]:
@@ -94,8 +102,7 @@ def test_instrumented_generate_equals_plain_and_compiles_nothing(compiled, telem
         assert attrs.ERROR not in span.attributes
         if capture_mode == "off":
             continue
-        reason = span.attributes[attrs.CAPTURE_UNAVAILABLE_REASON]
-        assert reason.endswith("compiled (torch.compile): " + LOGITS_ONLY) or reason.endswith("static cache: " + LOGITS_ONLY)
+        assert span.attributes[attrs.CAPTURE_UNAVAILABLE_REASON].endswith(": " + LOGITS_ONLY)
         assert all(name in span.attributes for name in (*LOGIT_ATTRIBUTES, attrs.RISK_SCORE))
 
 
@@ -151,3 +158,23 @@ def test_compiled_module_wrapper_generates_with_every_probe(telemetry, instrumen
     assert attrs.CAPTURE_UNAVAILABLE_REASON not in span.attributes
     assert attrs.ATTENTION_UNAVAILABLE_REASON not in span.attributes
     assert attrs.ERROR not in span.attributes
+
+
+def test_step_listener_sees_every_step_under_compile(compiled, telemetry, instrument):
+    """A live listener gets each step's logit signals, equal to the span's step events."""
+    model, plain = compiled
+    steps = []
+    instrument(on_step=steps.append)
+    (batch, length), new_tokens = CALLS[1]
+    ids = prompt_ids(batch=batch, length=length, seed=length)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
+    assert torch.equal(got, plain[1])
+    assert sorted((s.step, s.sequence) for s in steps) == [(t, r) for t in range(new_tokens) for r in range(batch)]
+    span = telemetry.only_span()
+    assert attrs.LIVE_UNAVAILABLE_REASON not in span.attributes and attrs.ERROR not in span.attributes
+    events = [e for e in span.events if e.name == attrs.STEP_EVENT and e.attributes.get(attrs.STEP_SEQUENCE, 0) == 0]
+    live = {s.step: s.entropy for s in steps if s.sequence == 0}
+    assert len(events) == new_tokens
+    for event in events:
+        assert live[event.attributes[attrs.STEP_INDEX]] == pytest.approx(event.attributes[attrs.STEP_ENTROPY], abs=1e-5)

@@ -147,13 +147,14 @@ class CaptureSession:
 
     def forward_compiled(self, how: str) -> None:
         """The forward runs compiled: remove the in-forward probes before it runs; keep the logit signals."""
-        self._remove_forward_probes()
-        missing = "hidden-state, attention and repetition signals are not captured"
-        if self.options.num_beams > 1 or self.step >= 0:
-            self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
-            missing = "no model signals are captured"
-        self.unavailable_reason = f"{how}: {missing}"
-        self.attention_unavailable_reason = self.unavailable_reason
+        with self._guard("attach"):
+            self._remove_forward_probes()
+            missing = "hidden-state, attention and repetition signals are not captured"
+            if self.options.num_beams > 1 or self.step >= 0:
+                self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
+                missing = "no model signals are captured"
+            self.unavailable_reason = f"{how}: {missing}"
+            self.attention_unavailable_reason = self.unavailable_reason
 
     def detach(self) -> None:
         self._remove_forward_probes()
@@ -249,7 +250,8 @@ class CaptureSession:
             return
         self._loop_turns += 1
         if self._loop_turns == 2 and goes_on:
-            self.clock.mark_first_token()
+            with self._guard("timing"):
+                self.clock.mark_first_token()
 
     def _on_forward_end(self, module, args, output):
         if torch.compiler.is_compiling() or not self._owns_call():
