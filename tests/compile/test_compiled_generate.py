@@ -8,6 +8,8 @@ compilation after them is one CoreVital caused: Dynamo is told to fail on a reco
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -178,3 +180,45 @@ def test_step_listener_sees_every_step_under_compile(compiled, telemetry, instru
     assert len(events) == new_tokens
     for event in events:
         assert live[event.attributes[attrs.STEP_INDEX]] == pytest.approx(event.attributes[attrs.STEP_ENTROPY], abs=1e-5)
+
+
+def test_threads_sharing_the_compiled_model_keep_their_own_signals(compiled, telemetry, instrument):
+    """Two threads generate at once on the one compiled model; each span carries its own call's
+    logit signals, equal to the same call's when it runs alone."""
+    model, plain = compiled
+    instrument()
+    chosen = (0, 2)  # batch 1: the two calls' spans are told apart by their output token counts
+
+    def call(index):
+        (batch, length), new_tokens = CALLS[index]
+        ids = prompt_ids(batch=batch, length=length, seed=length)
+        return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
+
+    alone = {}
+    for index in chosen:
+        call(index)
+        span = telemetry.finished()[-1]
+        alone[CALLS[index][1]] = {name: span.attributes[name] for name in LOGIT_ATTRIBUTES}
+    telemetry.spans.clear()
+    barrier, outputs, errors = threading.Barrier(len(chosen)), {}, []
+
+    def worker(index):
+        try:
+            barrier.wait()
+            outputs[index] = call(index)
+        except BaseException as exc:  # surfaced below, never swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in chosen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert all(torch.equal(outputs[index], plain[index]) for index in chosen)
+    spans = telemetry.finished()
+    assert len(spans) == len(chosen)
+    for span in spans:
+        expected = alone[span.attributes["gen_ai.usage.output_tokens"]]
+        for name in LOGIT_ATTRIBUTES:
+            assert span.attributes[name] == pytest.approx(expected[name], abs=1e-6), name
