@@ -232,9 +232,7 @@ class CaptureSession:
 
     def observe_logits(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         """Called by the LogitsTap with the logits generate samples from at this step ([R, V])."""
-        if not self._owns_call():
-            return
-        if not self.capturing:
+        if not (self._owns_call() and self.capturing):
             return
         with self._guard("logits"):
             if not self._probing_forward:
