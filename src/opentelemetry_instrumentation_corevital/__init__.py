@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
+from .capture import decoding_loop
 from .config import Settings
 from .handler import GenerationHandler
 from .live import CoreVitalStoppingCriteria, StepSummary, observe, stream_health
@@ -70,8 +71,10 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         from transformers.generation.utils import GenerationMixin  # noqa: F401  (import before wrapping)
 
         wrap_function_wrapper(_GENERATE_MODULE, _GENERATE_NAME, _generate_wrapper(handler))
+        decoding_loop.install()
 
     def _uninstrument(self, **kwargs):
         from transformers.generation.utils import GenerationMixin
 
         unwrap(GenerationMixin, "generate")
+        decoding_loop.uninstall()

@@ -12,18 +12,22 @@ While instrumented, three methods of transformers' GenerationMixin are wrapped o
   its loop; the second turn begins once the first token was chosen and handed to the
   caller's stopping criteria and streamer, which is when the session's clock marks it.
 
-With no session of the calling thread generating with that model, both are pass-throughs.
+With no session of the calling thread generating with that model, they are pass-throughs.
+They are installed once (by instrument() or the first capture session) and removed by
+uninstrument(), never per call: replacing a class attribute while another thread runs a
+compiled forward makes Dynamo recompile it.
 """
 
 from __future__ import annotations
 
+import threading
+
 from transformers import LogitsProcessor
-from wrapt import wrap_function_wrapper
+from wrapt import FunctionWrapper, wrap_function_wrapper
 
 from .session import active_session
 
 _MODULE = "transformers.generation.utils"
-_WRAPPED = ("_get_logits_processor", "_valid_auto_compile_criteria", "_has_unfinished_sequences")
 _installed = False
 
 
@@ -62,22 +66,30 @@ def _count_loop_turn(wrapped, instance, args, kwargs):
     return goes_on
 
 
+_WRAPPERS = {
+    "_get_logits_processor": _prepend_tap,
+    "_valid_auto_compile_criteria": _watch_auto_compile,
+    "_has_unfinished_sequences": _count_loop_turn,
+}
+_lock = threading.Lock()
+
+
 def install() -> None:
     global _installed
-    if _installed:
-        return
-    wrap_function_wrapper(_MODULE, "GenerationMixin._get_logits_processor", _prepend_tap)
-    wrap_function_wrapper(_MODULE, "GenerationMixin._valid_auto_compile_criteria", _watch_auto_compile)
-    wrap_function_wrapper(_MODULE, "GenerationMixin._has_unfinished_sequences", _count_loop_turn)
-    _installed = True
+    with _lock:
+        if not _installed:
+            for name, wrapper in _WRAPPERS.items():
+                wrap_function_wrapper(_MODULE, f"GenerationMixin.{name}", wrapper)
+            _installed = True
 
 
 def uninstall() -> None:
     global _installed
     from transformers.generation.utils import GenerationMixin
 
-    for name in _WRAPPED:
-        method = GenerationMixin.__dict__.get(name)
-        if hasattr(method, "__wrapped__"):
-            setattr(GenerationMixin, name, method.__wrapped__)
-    _installed = False
+    with _lock:
+        for name, wrapper in _WRAPPERS.items():
+            method = GenerationMixin.__dict__.get(name)
+            if isinstance(method, FunctionWrapper) and method._self_wrapper is wrapper:
+                setattr(GenerationMixin, name, method.__wrapped__)
+        _installed = False

@@ -9,9 +9,11 @@ generate nested inside another, never mix their summaries. When the forward is c
 for a static cache) no probe goes inside it: the session captures the logit signals alone and
 says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
 
-The patches into transformers (the decoding-loop wrappers, the attention-registry probe) are
-in place exactly while some session needs them: a compiled forward traced while no session
-probes attention never sees, nor guards on, anything of ours.
+The decoding-loop wrappers are installed by the first session (or by instrument()) and stay
+until `uninstrument()`: changing transformers' classes while another thread runs a compiled
+forward makes Dynamo recompile. The attention-registry probe is in place exactly while some
+session probes attention: a compiled forward traced while none does never sees, nor guards on,
+anything of ours.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ class _SharedPatch:
         self._lock = threading.Lock()
 
     def _module(self):
-        # imported on use: both patch modules import this one for active_session()
-        return importlib.import_module(f"{__package__}.{self._module_name}")
+        return _patch_module(self._module_name)
 
     def acquire(self) -> None:
         with self._lock:
@@ -66,8 +67,12 @@ class _SharedPatch:
                 self._module().uninstall()
 
 
-_DECODING_LOOP = _SharedPatch("decoding_loop")
 _ATTENTION_REGISTRY = _SharedPatch("attention_registry")
+
+
+def _patch_module(name: str):
+    # imported on use: both patch modules import this one for active_session()
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class CaptureSession:
 
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
-        self._hold(_DECODING_LOOP)
+        _patch_module("decoding_loop").install()
         if not self.options.probes:
             return
         with self._guard("attach"):
