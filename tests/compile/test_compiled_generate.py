@@ -186,13 +186,10 @@ def test_step_listener_sees_every_step_under_compile(compiled, telemetry, instru
 def test_threads_sharing_the_compiled_model_keep_their_own_signals(request, compiled, telemetry, instrument):
     """Two threads generate at once on the one compiled model; each span carries its own call's
     logit signals, equal to the same call's when it runs alone."""
-    if "nn.Module.compile" not in request.node.callspec.id:
-        # Known issue: with a compiled `forward` or transformers' static-cache compile, two
-        # instrumented threads sometimes drive Dynamo to its recompile limit (about 1 run in 20
-        # here; plain generate did not in 60). Under the static-cache compile, each call briefly
-        # registers its probes before transformers says it compiles, which the other thread's
-        # compiled forward sees.
-        pytest.skip("concurrent instrumented calls on this compile mode are a known issue (RESULTS.md)")
+    if "forward fullgraph" in request.node.callspec.id:
+        # Known issue: on a model whose `forward` was compiled, two instrumented threads rarely
+        # (about 1 run in 100 here) drive Dynamo to its recompile limit; cause not found yet.
+        pytest.skip("concurrent instrumented calls on a compiled forward are a known issue (RESULTS.md)")
     model, plain = compiled
     instrument()
     chosen = (0, 2)  # batch 1: the two calls' spans are told apart by their output token counts
@@ -230,3 +227,4 @@ def test_threads_sharing_the_compiled_model_keep_their_own_signals(request, comp
         expected = alone[span.attributes["gen_ai.usage.output_tokens"]]
         for name in LOGIT_ATTRIBUTES:
             assert span.attributes[name] == pytest.approx(expected[name], abs=1e-6), name
+

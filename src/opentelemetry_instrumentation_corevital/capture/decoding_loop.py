@@ -25,7 +25,7 @@ import threading
 from transformers import LogitsProcessor
 from wrapt import FunctionWrapper, wrap_function_wrapper
 
-from .session import active_session
+from .session import AUTO_COMPILE, active_session
 
 _MODULE = "transformers.generation.utils"
 _installed = False
@@ -54,7 +54,7 @@ def _watch_auto_compile(wrapped, instance, args, kwargs):
     compiles = wrapped(*args, **kwargs)
     session = active_session()
     if compiles and session is not None and session.model is instance:
-        session.forward_compiled("transformers compiles the forward for its static cache")
+        session.forward_compiled(AUTO_COMPILE)
     return compiles
 
 

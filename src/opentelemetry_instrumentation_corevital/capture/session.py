@@ -35,6 +35,11 @@ from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
 
+# transformers compiles the forward for these cache implementations (GenerationMixin._valid_auto_compile_criteria)
+_STATIC_CACHES = getattr(
+    importlib.import_module("transformers.generation.configuration_utils"), "ALL_STATIC_CACHE_IMPLEMENTATIONS", ("static",)
+)
+
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
 
@@ -124,6 +129,8 @@ class CaptureSession:
         with self._guard("attach"):
             self.layout = find_layout(self.model)
             compiled = compiled_forward(self.model)
+            if compiled is None and self.options.num_beams == 1:  # beam search never compiles the forward
+                compiled = auto_compiled_forward(self.model)
             if compiled is not None:
                 self.forward_compiled(compiled)
             else:
@@ -413,6 +420,26 @@ def compiled_forward(model: torch.nn.Module) -> str | None:
             return f"{where} is compiled (nn.Module.compile)"
         if hasattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable"):
             return f"{where}'s forward is compiled (torch.compile)"
+    return None
+
+
+AUTO_COMPILE = "transformers compiles the forward for its static cache"
+
+
+def auto_compiled_forward(model: torch.nn.Module) -> str | None:
+    """AUTO_COMPILE when the model's generation_config asks for a static cache where transformers
+    compiles the forward itself (an accelerator, or a compile_config for every device), else None.
+    Known before any probe is attached; a static cache asked for in the call itself is reported
+    by `decoding_loop` when generate decides, before the first forward."""
+    config = getattr(model, "generation_config", None)
+    if config is None or getattr(config, "disable_compile", False):
+        return None
+    if getattr(config, "cache_implementation", None) not in _STATIC_CACHES:
+        return None
+    compile_config = getattr(config, "compile_config", None)
+    everywhere = bool(getattr(compile_config, "_compile_all_devices", False))
+    if everywhere or _model_device(model).type in ("cuda", "xpu", "neuron", "tpu"):
+        return AUTO_COMPILE
     return None
 
 
