@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py --preset cpu-small
     python benchmarks/overhead.py --preset llama3-8b --prompts 512 --batches 1 8
+    python benchmarks/overhead.py --preset llama3-1b --compile static --modes off summary full listener
 
 Reports, per prompt length x batch, the median wall time of each capture mode over the median
 of plain generate (ratio), and the peak device memory each mode used beyond plain generate, as
@@ -10,6 +11,14 @@ a share of the model's own weights. `original` reproduces the original CoreVital
 `listener` is summary mode with a (no-op) step listener attached, `health_stop` summary mode
 with a CoreVitalStoppingCriteria whose rules are all off: both pay the per-step host copy and
 the analysis of the steps so far, and neither shortens the run.
+
+`--compile static` runs the compiled path: a static cache, with which transformers compiles
+the forward by itself (its default CompileConfig: inductor with CUDA graphs, "reduce-overhead");
+`--compile static-inductor` the same without CUDA graphs. There the table also gives how many
+graphs Dynamo compiled after the warm-up (0 is the target: any is a recompile CoreVital caused),
+and plain generate's median before any instrumented run and after the last one.
+`--launches` counts, with torch.profiler, the device kernels (CPU: top-level aten operators)
+each mode runs per decoding step beyond plain generate.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from transformers import LlamaConfig, LlamaForCausalLM
+from torch._dynamo.utils import counters
+from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, CoreVitalStoppingCriteria
 
@@ -38,6 +48,11 @@ PRESETS = {
         config=dict(num_hidden_layers=4, hidden_size=256, intermediate_size=688, num_attention_heads=8,
                     num_key_value_heads=4, vocab_size=32000),
         device="cpu", dtype=torch.float32, prompts=[128], batches=[1, 4], new_tokens=64,
+    ),
+    "llama3-1b": dict(
+        config=dict(num_hidden_layers=16, hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
+                    num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True),
+        device="cuda", dtype=torch.bfloat16, prompts=[256], batches=[1], new_tokens=128,
     ),
     "llama3-8b": dict(
         config=dict(num_hidden_layers=32, hidden_size=4096, intermediate_size=14336, num_attention_heads=32,
@@ -67,13 +82,25 @@ class Run:
     cpu_seconds: float = float("nan")  # CPU time of the generating thread
 
 
-def build_model(preset: dict) -> torch.nn.Module:
+COMPILE_MODES = ("none", "static", "static-inductor")
+
+
+def build_model(preset: dict, compile_mode: str = "none") -> torch.nn.Module:
     config = LlamaConfig(max_position_embeddings=8192, eos_token_id=None, bos_token_id=None, **preset["config"])
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device(preset["device"]):
         model = LlamaForCausalLM(config).to(preset["dtype"]).eval()
+    if compile_mode != "none":
+        compile_config = CompileConfig(mode="default" if compile_mode == "static-inductor" else "reduce-overhead")
+        compile_config._compile_all_devices = preset["device"] == "cpu"  # transformers compiles on accelerators only
+        model.generation_config.compile_config = compile_config
+        model.generation_config.cache_implementation = "static"
     return model
+
+
+def compiled_graphs() -> int:
+    return counters["stats"]["unique_graphs"]
 
 
 def _sync(device: str) -> None:
@@ -141,16 +168,21 @@ class Modes:
             self.instrumentor.uninstrument()
 
 
-def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, repeats: int, device: str):
+def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, repeats: int, device: str,
+            compiled: bool = False):
     """Each measured run of a mode is paired with a plain run right before it, so slow drift
     of a shared host cancels in the ratio. `original` switches the attention implementation,
-    which disturbs later runs, so its pairs come last."""
-    generator = torch.Generator().manual_seed(prompt * 31 + batch)
-    ids = torch.randint(10, modes.model.config.vocab_size, (batch, prompt), generator=generator).to(device)
+    which disturbs later runs, so its pairs come last. On the compiled path the warm-up runs
+    at full length (a static cache's shape follows max_new_tokens) and plain generate is also
+    timed before any instrumented run and after the last one."""
+    ids = prompt_batch(modes.model, prompt, batch, device)
     rotation = [m for m in modes_list if m != "original"]
     pairs = {mode: [] for mode in modes_list}
-    for mode in ["plain", *rotation]:  # warm-up: kernels, allocator, first-call imports
-        modes.run(mode, ids, min(new_tokens, 8), device)
+    for mode in ["plain", *rotation]:  # warm-up: kernels, allocator, first-call imports, compilation
+        for _ in range(2 if compiled else 1):
+            modes.run(mode, ids, new_tokens if compiled else min(new_tokens, 8), device)
+    compiled_before = compiled_graphs()
+    plain_only = [modes.run("plain", ids, new_tokens, device) for _ in range(repeats if compiled else 0)]
     schedule = []
     for repeat in range(repeats):
         schedule += rotation[repeat % len(rotation):] + rotation[: repeat % len(rotation)]
@@ -159,7 +191,48 @@ def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, 
     for mode in schedule:
         plain = modes.run("plain", ids, new_tokens, device)
         pairs[mode].append((plain, modes.run(mode, ids, new_tokens, device)))
-    return pairs
+        print(f"pair {mode}: plain {plain.seconds:.4f} s, ratio {pairs[mode][-1][1].seconds / plain.seconds:.3f}",
+              file=sys.stderr, flush=True)
+    extra = {}
+    if compiled:
+        plain_after = [modes.run("plain", ids, new_tokens, device) for _ in range(repeats)]
+        extra = dict(
+            graphs_compiled_after_warmup=compiled_graphs() - compiled_before,
+            plain_before_s=round(statistics.median(r.seconds for r in plain_only), 4),
+            plain_after_s=round(statistics.median(r.seconds for r in plain_after), 4),
+        )
+    return pairs, extra
+
+
+def prompt_batch(model, prompt: int, batch: int, device: str) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(prompt * 31 + batch)
+    return torch.randint(10, model.config.vocab_size, (batch, prompt), generator=generator).to(device)
+
+
+def _top_level_operator(event) -> bool:
+    """An aten operator not called from inside another (CPU has no kernel launches to count)."""
+    parent = event.cpu_parent
+    return event.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::"))
+
+
+def launches_per_step(modes: Modes, modes_list, prompt: int, batch: int, device: str, steps: int = 16) -> dict:
+    """Kernels (CPU: top-level aten operators) per decoding step that each mode adds to plain generate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = prompt_batch(modes.model, prompt, batch, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+
+    def count(mode: str) -> int:
+        modes.run(mode, ids, steps, device)  # same shapes as the profiled run: nothing compiles in it
+        with profile(activities=activities) as prof:
+            modes.run(mode, ids, steps, device)
+        events = prof.events()
+        if device == "cuda":
+            return sum(1 for e in events if e.device_type.name == "CUDA")
+        return sum(1 for e in events if _top_level_operator(e))
+
+    plain = count("plain")
+    return {mode: round((count(mode) - plain) / steps, 1) for mode in modes_list if mode != "original"}
 
 
 def summarise(pairs: dict, model_bytes: int) -> dict:
@@ -206,18 +279,28 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", nargs="*", default=DEFAULT_MODES)
     parser.add_argument("--json", help="write results here as JSON")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="none", help="the compiled path (static cache)")
+    parser.add_argument("--launches", action="store_true", help="count kernels added per step (torch.profiler)")
+    parser.add_argument("--device", help="override the preset's device (e.g. cpu for a dry run)")
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    if args.device:
+        preset.update(device=args.device, dtype=torch.float32 if args.device == "cpu" else preset["dtype"])
     device = preset["device"]
-    model = build_model(preset)
+    model = build_model(preset, args.compile)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     modes = Modes(model)
-    results = dict(environment=environment(), preset=args.preset, model_bytes=model_bytes, cases=[])
+    results = dict(
+        environment=environment(), preset=args.preset, compile=args.compile, model_bytes=model_bytes, cases=[]
+    )
     new_tokens = args.new_tokens or preset["new_tokens"]
+    compiled = args.compile != "none"
     for prompt in args.prompts or preset["prompts"]:
         for batch in args.batches or preset["batches"]:
-            pairs = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device)
-            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(pairs, model_bytes))
+            pairs, extra = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device, compiled)
+            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(pairs, model_bytes), **extra)
+            if args.launches:
+                case["launches_added_per_step"] = launches_per_step(modes, args.modes, prompt, batch, device)
             results["cases"].append(case)
             print(json.dumps(case), flush=True)
     if args.json:
@@ -249,6 +332,12 @@ def render_table(results: dict) -> str:
             cells.append(cell)
         plain = case["modes"]["plain"]["seconds"]
         lines.append(f"| {case['prompt']} | {case['batch']} | {plain:.3f} | " + " | ".join(cells) + " |")
+    for case in results["cases"]:
+        notes = {key: case[key] for key in (
+            "graphs_compiled_after_warmup", "plain_before_s", "plain_after_s", "launches_added_per_step"
+        ) if key in case}
+        if notes:
+            lines.append(f"prompt {case['prompt']} batch {case['batch']}: {json.dumps(notes)}")
     return "\n".join(lines)
 
 

@@ -228,8 +228,9 @@ class GenerationHandler:
             self.instruments.token_usage.record(count, {**metric_attributes, gen_ai.GEN_AI_TOKEN_TYPE: token_type})
         self._record_timing(span, call, session, duration, output_tokens, metric_attributes)
         conversations = self._record_content(span, call, result)
-        if call.speculative and self.settings.probes_enabled:
-            span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, SPECULATIVE_REASON)
+        unavailable = SPECULATIVE_REASON if call.speculative and self.settings.probes_enabled else session.unavailable_reason
+        if unavailable:
+            span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, unavailable)
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
             self.faults.record(span, session.fault[0], session.fault[1])

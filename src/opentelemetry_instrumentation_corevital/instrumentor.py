@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
-from .capture import attention_registry
+from .capture import decoding_loop
 from .config import Settings
 from .handler import GenerationHandler
 from .package import _instruments
@@ -65,12 +65,11 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
         wrap_function_wrapper(_GENERATE_MODULE, _GENERATE_NAME, _generate_wrapper(handler))
         install_pipeline_hook()
-        if settings.probes_enabled:
-            attention_registry.install()
+        decoding_loop.install()
 
     def _uninstrument(self, **kwargs):
         from transformers.generation.utils import GenerationMixin
 
         unwrap(GenerationMixin, "generate")
         uninstall_pipeline_hook()
-        attention_registry.uninstall()
+        decoding_loop.uninstall()

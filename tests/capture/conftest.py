@@ -1,11 +1,11 @@
 import pytest
 
-from opentelemetry_instrumentation_corevital.capture import attention_registry
+from opentelemetry_instrumentation_corevital.capture import decoding_loop
 
 
 @pytest.fixture(autouse=True)
-def attention_probes():
-    """The registry wrapper instrument() installs; capture tests drive sessions without the instrumentor."""
-    attention_registry.install()
+def decoding_loop_removed_afterwards():
+    """Capture tests drive sessions without the instrumentor: the first session installs the
+    decoding-loop wrappers, which only uninstrument() removes; remove them after each test."""
     yield
-    attention_registry.uninstall()
+    decoding_loop.uninstall()

@@ -47,11 +47,6 @@ MODES = {
 SPECULATIVE_MODES = SPECULATIVE
 # attention is compared with eager weights where both implementations pick the same tokens
 ATTENTION_MODES = ("greedy", "static", "embeds", "padded")
-# the output head's result is not what generate samples from (softcapping, logit scaling)
-LOGITS_AFTER_HEAD = {"gemma2", "gemma3", "cohere", "granite", "recurrent_gemma"}
-LOGITS_AFTER_HEAD_XFAIL = pytest.mark.xfail(
-    strict=True, reason="logits after the head: fixed by the issue-14 capture rewrite"
-)
 
 
 def _applies(f: Family, mode: str) -> str | None:
@@ -206,12 +201,7 @@ def test_call_is_unchanged_and_counted_once(run):
         assert Report.from_span(run.span).dimensions.layers == run.family.layers  # one row per decoder layer
 
 
-def _entropy_case(name, mode):
-    marks = [LOGITS_AFTER_HEAD_XFAIL] if name in LOGITS_AFTER_HEAD and mode not in SPECULATIVE_MODES else []
-    return pytest.param((name, mode), marks=marks, id=f"{name}-{mode}")
-
-
-@pytest.mark.parametrize("run", [_entropy_case(n, m) for n, m in CASES], indirect=True)
+@pytest.mark.parametrize("run", [pytest.param((n, m), id=f"{n}-{m}") for n, m in CASES], indirect=True)
 def test_step_entropy_is_the_entropy_of_output_logits(run):
     if run.mode in SPECULATIVE_MODES:
         assert run.attributes.get(attrs.CAPTURE_UNAVAILABLE_REASON)

@@ -45,12 +45,8 @@ def _decoder(name, model_class, config_class, note, unsupported=None, limits="",
     return Family(name, model_class, config_class, config, note=note, unsupported=unsupported or {}, limits=limits)
 
 
-_AFTER_HEAD = (
-    "the model transforms its logits after the output head ({what}); logit statistics are read "
-    "at the head, so they describe a distribution generate does not sample from until the issue-14 "
-    "capture (logits taken where generate samples) lands"
-)
-
+# checked by the matrix: the logit signals describe what generate samples from, after the head
+_AFTER_HEAD = "logit statistics are taken after the model's {what}, from the logits generate samples from"
 
 FAMILIES = [
     _decoder("gpt2", "GPT2LMHeadModel", "GPT2Config", "learned positions, Conv1D",

@@ -201,7 +201,8 @@ def test_model_without_attention(telemetry, instrument):
 
 
 def test_attention_function_registered_after_instrument(telemetry, instrument):
-    """A custom attention implementation our registry probe never wrapped: generate is untouched."""
+    """A custom attention implementation registered after instrument() is probed like the built-in
+    ones (the registry probe is placed per call), and generate is untouched."""
     model = build_llama()
 
     def custom_attention(*args, **kwargs):
@@ -219,7 +220,7 @@ def test_attention_function_registered_after_instrument(telemetry, instrument):
     span = telemetry.only_span()
     assert_sane(span)
     assert "corevital.risk.score" in span.attributes
-    assert span.attributes[UNAVAILABLE] == "the 'reliability_custom' attention implementation was never observed"
+    assert UNAVAILABLE not in span.attributes
 
 
 def test_observed_attention_has_no_unavailable_reason(telemetry, instrument, models):

@@ -44,12 +44,12 @@ FAULTS = [
     ("probe: forward pre-hook", capture_session, "decoder_step_ids", "step", "summary"),
     ("probe: buffer allocation", capture_session, "StepBuffers", "step", "summary"),
     ("probe: layer output", StepBuffers, "record_hidden_row", "hidden", "summary"),
-    ("probe: output head", StepBuffers, "record_step_end", "logits", "summary"),
+    ("probe: logits", StepBuffers, "record_logits", "logits", "summary"),
     ("probe: attention call", StepBuffers, "defer_attention", "attention", "full"),
     ("probe: chosen tokens", StepBuffers, "record_chosen_tokens", "step", "summary"),
     ("probe: prompt telemetry", capture_session, "PromptProbe", "step", "full"),
     ("reduction: logits", stats, "logit_stats", "logits", "summary"),
-    ("reduction: hidden states", stats, "hidden_stats", "logits", "summary"),
+    ("reduction: hidden states", stats, "hidden_stats", "hidden", "summary"),
     ("reduction: attention heads", stats, "head_stats", "attention", "full"),
     ("summary: host copy", StepBuffers, "to_host", "summary", "summary"),
     ("summary: sequence paths", capture_session, "resolve_paths", "summary", "summary"),
@@ -107,7 +107,7 @@ def test_a_fault_in_one_call_does_not_disable_the_next(model, telemetry, instrum
     """A probe fault is confined to its own call: the next call is captured in full again."""
     instrument()
     with monkeypatch.context() as patch:
-        patch.setattr(StepBuffers, "record_step_end", _raise)
+        patch.setattr(StepBuffers, "record_logits", _raise)
         reference(model, prompt_ids())
     reference(model, prompt_ids())
     faulty, healthy = telemetry.finished()

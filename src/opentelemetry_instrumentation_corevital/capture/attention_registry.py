@@ -25,7 +25,8 @@ _ORIGINALS: dict[str, object] = {}
 def _probed(attention_function):
     @functools.wraps(attention_function)
     def probed(module, query, key, value, attention_mask, *args, **kwargs):
-        session = active_session()
+        # inside a compiled region the session reads no ContextVar: it captures no attention there
+        session = None if torch.compiler.is_compiling() else active_session()
         if session is not None:
             with session._guard("attention"):  # a fault here is the session's, never the caller's
                 attended_key, mask = attended(module, query, key, attention_mask, kwargs)

@@ -108,14 +108,17 @@ class StepBuffers:
                 buffer[step, torch.tensor(layers, device=per_layer.device)] = per_layer
         self.pending_attention = {}
 
-    def record_step_end(self, step: int, logits: torch.Tensor) -> None:
-        """The output head ran: summarise the logits, the layers' rows, attention and repetition."""
-        if self.pending_attention:
-            self._reduce_pending_attention(step)
+    def record_logits(self, step: int, logits: torch.Tensor) -> None:
+        """The logits generate samples from at `step` ([R, V]): summarise them, keep the log-probs."""
         logit_stats, self.log_probs = stats.logit_stats(logits)
         self.logits[step] = logit_stats
         if self.eos_log_probs is not None and self.eos_token_ids:
             self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
+
+    def record_layers(self, step: int) -> None:
+        """Every layer ran: summarise the layers' rows, attention and repetition."""
+        if self.pending_attention:
+            self._reduce_pending_attention(step)
         if any(row is None for row in self.hidden_rows):
             return
         rows = torch.stack(self.hidden_rows)

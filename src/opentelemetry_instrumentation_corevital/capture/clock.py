@@ -1,8 +1,11 @@
 """When did the first generated token exist, measured without a streamer or a host sync.
 
-The forward pass of step 1 starts only after step 0's token was appended, so an event
-recorded there marks the first token. On CUDA the event is timed on the device and read
-once at the end; on the CPU execution is synchronous and the host clock is exact.
+The session marks the clock when generate's decoding loop starts its second turn: the first
+token was chosen and handed to the caller's stopping criteria and streamer, and the next
+forward has not started. The mark is taken in the loop, outside any compiled region, so it
+holds under torch.compile and CUDA graphs too. On CUDA the
+event is timed on the device and read once at the end; on the CPU execution is synchronous
+and the host clock is exact.
 """
 
 from __future__ import annotations

@@ -1,15 +1,28 @@
 """One capture session per generate call: probes, device buffers, and the final host copy.
 
-Probes are registered on the model when the call starts and removed when it ends. Every
-probe first checks that its own session is the one active on the calling thread, so two
-threads sharing a model, or a generate nested inside another, never mix their summaries.
+The logit signals come from the decoding loop (`decoding_loop.LogitsTap`), never from inside
+the forward. On the dynamic path, probes inside the forward (hidden states, attention) are
+registered when the call starts and removed when it ends; every probe first checks that its
+own session is the one active on the calling thread, so two threads sharing a model, or a
+generate nested inside another, never mix their summaries. When the forward is compiled
+(torch.compile on the model, its forward or a submodule, or transformers' automatic compile
+for a static cache) no probe goes inside it: the session captures the logit signals alone and
+says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
+
+The decoding-loop wrappers are installed by the first session (or by instrument()) and stay
+until `uninstrument()`: changing transformers' classes while another thread runs a compiled
+forward makes Dynamo recompile. The attention-registry probe is in place exactly while some
+session probes attention: a compiled forward traced while none does never sees, nor guards on,
+anything of ours.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -24,12 +37,49 @@ from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
 
+# transformers compiles the forward for these cache implementations (GenerationMixin._valid_auto_compile_criteria)
+_STATIC_CACHES = getattr(
+    importlib.import_module("transformers.generation.configuration_utils"), "ALL_STATIC_CACHE_IMPLEMENTATIONS", ("static",)
+)
+
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
 
 
 def active_session() -> "CaptureSession | None":
     return _ACTIVE.get()
+
+
+class _SharedPatch:
+    """A process-wide patch installed while at least one session holds it."""
+
+    def __init__(self, module_name: str):
+        self._module_name = module_name
+        self._holders = 0
+        self._lock = threading.Lock()
+
+    def _module(self):
+        return _patch_module(self._module_name)
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._module().install()
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                self._module().uninstall()
+
+
+_ATTENTION_REGISTRY = _SharedPatch("attention_registry")
+
+
+def _patch_module(name: str):
+    # imported on use: both patch modules import this one for active_session()
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 @dataclass(frozen=True)
@@ -59,8 +109,13 @@ class CaptureSession:
         self.step = -1
         self.fault: tuple[str, BaseException] | None = None
         self.attention_unavailable_reason: str | None = None
+        # why some signals are missing for the whole call (a compiled forward)
+        self.unavailable_reason: str | None = None
+        self._probing_forward = False
+        self._loop_turns = 0
         self._handles: list = []
         self._restore: list = []
+        self._held: list[_SharedPatch] = []
         self._pending_parents: torch.Tensor | None = None
         self.prompt: PromptProbe | None = None
         self.prompt_summaries = None
@@ -71,23 +126,32 @@ class CaptureSession:
 
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
-        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
+        _patch_module("decoding_loop").install()
         if not self.options.probes:
             return
         with self._guard("attach"):
             self.layout = find_layout(self.model)
-            self._attach_probes(self.layout)
+            compiled = compiled_forward(self.model)
+            if compiled is None and self.options.num_beams == 1:  # beam search never compiles the forward
+                compiled = auto_compiled_forward(self.model)
+            if compiled is not None:
+                self.forward_compiled(compiled)
+            else:
+                self._attach_probes(self.layout)
 
     def _attach_probes(self, layout: ModelLayout) -> None:
         if not layout.decoder_layers or layout.lm_head is None:
             raise CaptureFault("no decoder layers or output embeddings found")
+        self._probing_forward = True
+        self._hold(_ATTENTION_REGISTRY)
+        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._on_forward_end))
         for index, layer in enumerate(layout.decoder_layers):
             hook = functools.partial(self._on_layer_output, index)
             self._handles.append(layer.register_forward_hook(hook, with_kwargs=True))
         if self.options.prompt_telemetry and layout.decoder_root is not None and not layout.is_encoder_decoder:
             self._handles.append(layout.decoder_root.register_forward_hook(self._on_decoder_output))
-        self._handles.append(layout.lm_head.register_forward_hook(self._on_logits))
+        self._handles.append(layout.lm_head.register_forward_hook(self._on_head_output))
         if not layout.attention_modules:
             self.attention_unavailable_reason = "no attention modules found in the decoder layers"
         elif layout.attn_implementation == "eager":
@@ -96,13 +160,38 @@ class CaptureSession:
                 hook = functools.partial(self._on_eager_attention, modules[module_id])
                 self._handles.append(modules[module_id].register_forward_hook(hook))
 
+    def forward_compiled(self, how: str) -> None:
+        """The forward runs compiled: remove the in-forward probes before it runs; keep the logit signals."""
+        with self._guard("attach"):
+            self._remove_forward_probes()
+            missing = "hidden-state, attention and repetition signals are not captured"
+            if self.options.num_beams > 1 or self.step >= 0:
+                self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
+                missing = "no model signals are captured"
+            self.unavailable_reason = f"{how}: {missing}"
+            self.attention_unavailable_reason = self.unavailable_reason
+
     def detach(self) -> None:
+        self._remove_forward_probes()
+        for patch in self._held:
+            patch.release()
+        self._held.clear()
+
+    def _hold(self, patch: _SharedPatch) -> None:
+        patch.acquire()
+        self._held.append(patch)
+
+    def _remove_forward_probes(self) -> None:
+        self._probing_forward = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         for undo in self._restore:
             undo()
         self._restore.clear()
+        if _ATTENTION_REGISTRY in self._held:
+            self._held.remove(_ATTENTION_REGISTRY)
+            _ATTENTION_REGISTRY.release()
 
     @contextlib.contextmanager
     def active(self):
@@ -132,41 +221,73 @@ class CaptureSession:
     # kwargs default to None: while another thread registers or removes its session's hooks on a
     # shared model, torch can call a with_kwargs hook without them. Such a call is never this
     # session's own, so the ownership check comes first and returns.
+    # Every probe inside the forward returns at once when Dynamo traces it: a compile the session
+    # did not detect then gets a plain pass-through instead of a graph break or an error.
     def _on_forward_start(self, module, args, kwargs=None):
-        if not self._owns_call():
+        if torch.compiler.is_compiling() or not self._owns_call():
             return
         self.step += 1
-        self.clock.mark_step()
-        if self.step == 1:
-            self.clock.mark_first_token()
         if not self.capturing:
             return
         with self._guard("step"):
             ids = decoder_step_ids(self.model, args, kwargs)
             if self.step == 0:
                 self._prefill_kwargs = kwargs
-                self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
-                self._prompt_ids = ids
-                if self.options.prompt_telemetry and ids.shape[1] > 1:
-                    stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
-                    rows = slice(0, ids.shape[0], stride)
-                    self.prompt = PromptProbe(self.layout.num_layers, rows, kwargs.get("attention_mask"), ids.shape[1])
-            elif self.step < self.buffers.max_steps:
-                parents = self._take_parents()
-                if parents is None and self.buffers.row_hashes is not None:
-                    hashes = self.buffers.row_hashes[self.step - 1]
-                    width, beams = self.buffers.prompt_width, self.options.num_beams
-                    parents = parents_from_full_rows(hashes, ids, width, self.step, beams)
-                self.buffers.record_chosen_tokens(self.step, ids[:, -1], parents)
+            self._begin_step(ids, kwargs.get("attention_mask"))
+
+    def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
+        """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
+        if self.step == 0:
+            self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
+            self._prompt_ids = ids
+            if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:
+                stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
+                rows = slice(0, ids.shape[0], stride)
+                self.prompt = PromptProbe(self.layout.num_layers, rows, attention_mask, ids.shape[1])
+        elif self.step < self.buffers.max_steps:
+            parents = self._take_parents()
+            if parents is None and self.buffers.row_hashes is not None:
+                hashes = self.buffers.row_hashes[self.step - 1]
+                width, beams = self.buffers.prompt_width, self.options.num_beams
+                parents = parents_from_full_rows(hashes, ids, width, self.step, beams)
+            self.buffers.record_chosen_tokens(self.step, ids[:, -1], parents)
+
+    def observe_logits(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """Called by the LogitsTap with the logits generate samples from at this step ([R, V])."""
+        if not (self._owns_call() and self.capturing):
+            return
+        with self._guard("logits"):
+            if not self._probing_forward:
+                self.step += 1
+                self._begin_step(input_ids)
+            if self.buffers.in_range(self.step):
+                self.buffers.record_logits(self.step, scores)
+
+    def loop_turn(self, goes_on: bool) -> None:
+        """generate's decoding loop checked whether to run another turn. Turn k + 1 starts step k's
+        forward, once step k - 1's token exists; the second check comes once the first token was
+        handed out (a call that stops there took the whole call for it)."""
+        if not self._owns_call():
+            return
+        self._loop_turns += 1
+        if goes_on:
+            self.clock.mark_step()
+        if self._loop_turns == 2 and goes_on:
+            with self._guard("timing"):
+                self.clock.mark_first_token()
 
     def _on_forward_end(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.step == 0 and self.options.num_beams > 1):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.step == 0 and self.options.num_beams > 1):
             return
         with self._guard("beam"):
             self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
     def _on_layer_output(self, index, module, args, kwargs, output=None):
-        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.buffers.in_range(self.step)):
             return
         with self._guard("hidden"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output
@@ -177,21 +298,27 @@ class CaptureSession:
                 self.prompt.observe_layer(index, layer_input, hidden)
 
     def _on_decoder_output(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.step == 0 and self.prompt is not None):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return
+        if not (self.capturing and self.step == 0 and self.prompt is not None):
             return
         with self._guard("prompt"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output.last_hidden_state
             self.prompt.observe_final_hidden(hidden, self.layout.lm_head, self._prompt_ids)
 
-    def _on_logits(self, module, args, output):
-        if not (self._owns_call() and self.capturing and self.buffers.in_range(self.step)):
+    def _on_head_output(self, module, args, output):
+        """The output head runs after every layer: reduce this step's layer rows and attention."""
+        if torch.compiler.is_compiling() or not self._owns_call():
             return
-        with self._guard("logits"):
-            logits = output[0] if isinstance(output, (tuple, list)) else output
-            self.buffers.record_step_end(self.step, logits[:, -1, :])
+        if not (self.capturing and self.buffers.in_range(self.step)):
+            return
+        with self._guard("hidden"):
+            self.buffers.record_layers(self.step)
 
     def _attention_wanted(self, module) -> tuple[int, bool] | None:
-        if not (self._owns_call() and self.capturing and self.buffers is not None):
+        if torch.compiler.is_compiling() or not self._owns_call():
+            return None
+        if not (self.capturing and self.buffers is not None):
             return None
         if not self.buffers.in_range(self.step) or self.step % self.options.attention_stride:
             return None
@@ -294,6 +421,38 @@ class CaptureSession:
 
     def first_token_seconds(self, total_seconds: float) -> float | None:
         return self.clock.first_token_seconds(total_seconds)
+
+
+def compiled_forward(model: torch.nn.Module) -> str | None:
+    """How the user compiled the model's forward, or None: `model.compile()` or `torch.compile`
+    assigned to a module's `forward`, on the model or any of its submodules."""
+    for name, module in model.named_modules():
+        where = f"`{name}`" if name else "the model"
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            return f"{where} is compiled (nn.Module.compile)"
+        if hasattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable"):
+            return f"{where}'s forward is compiled (torch.compile)"
+    return None
+
+
+AUTO_COMPILE = "transformers compiles the forward for its static cache"
+
+
+def auto_compiled_forward(model: torch.nn.Module) -> str | None:
+    """AUTO_COMPILE when the model's generation_config asks for a static cache where transformers
+    compiles the forward itself (an accelerator, or a compile_config for every device), else None.
+    Known before any probe is attached; a static cache asked for in the call itself is reported
+    by `decoding_loop` when generate decides, before the first forward."""
+    config = getattr(model, "generation_config", None)
+    if config is None or getattr(config, "disable_compile", False):
+        return None
+    if getattr(config, "cache_implementation", None) not in _STATIC_CACHES:
+        return None
+    compile_config = getattr(config, "compile_config", None)
+    everywhere = bool(getattr(compile_config, "_compile_all_devices", False))
+    if everywhere or _model_device(model).type in ("cuda", "xpu", "neuron", "tpu"):
+        return AUTO_COMPILE
+    return None
 
 
 def _model_device(model) -> torch.device:

@@ -2,10 +2,11 @@
 
 A `StepComputer` belongs to one generate call (through its `LiveMonitor`). It costs nothing
 until someone asks for a step (a listener is attached or a `CoreVitalStoppingCriteria` is in
-the call): then, once per decoding step, it copies that step's summaries from the device buffers to a host mirror
-(one sync per step) and runs the same code as the end of the call (`resolve_paths`, then the
-analysis functions over the steps so far), so the live values are the final report's values
-and a recalibrated risk model or profile applies here too.
+the call): then, once per decoding step, it copies that step's summaries from the device
+buffers to a host mirror (one packed copy, one sync per step) and runs the same code as the
+end of the call (`resolve_paths`, then the analysis functions over the steps so far), so the
+live values are the final report's values and a recalibrated risk model or profile applies
+here too.
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ class StepSummary:
 
 
 class _HostMirror:
-    """Host copies of the device buffers, extended one step at a time (one sync per step)."""
+    """Host copies of the device buffers, extended one step at a time: the rows new since the
+    last step, packed into one device tensor, cross to the host in one copy (one sync per step)."""
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
         self.filled: dict[str, int] = {}
 
     def extend(self, buffers, step: int, tokens: torch.Tensor) -> None:
+        pieces, targets = [], []
         for name in _MIRRORED:
             tensor = getattr(buffers, name)
             if tensor is None:
@@ -69,10 +72,17 @@ class _HostMirror:
             # the surprisal of `step` is written by the next forward; it is computed below
             end = step if name == "surprisal" else step + 1
             if end > start:
-                self.arrays[name][start:end] = tensor[start:end].cpu().numpy()
+                pieces.append(tensor[start:end].float().reshape(-1))
+                targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
         # capture.buffers records this at the next forward, from the same log-probs
-        self.arrays["surprisal"][step] = chosen_surprisal_bits(buffers.log_probs, tokens).cpu().numpy()
+        pieces.append(chosen_surprisal_bits(buffers.log_probs, tokens).float())
+        targets.append(self.arrays["surprisal"][step])
+        packed = torch.cat(pieces).cpu().numpy()
+        offset = 0
+        for target in targets:
+            target[...] = packed[offset : offset + target.size].reshape(target.shape)
+            offset += target.size
 
     def host_summaries(self, buffers, forwards: int) -> HostSummaries:
         def take(name):

@@ -7,7 +7,8 @@ LISTENER_ERROR = "corevital.listener.error"
 # why a step listener or CoreVitalStoppingCriteria got no per-step health (beam search, capture off, ...)
 LIVE_UNAVAILABLE_REASON = "corevital.live.unavailable_reason"
 ATTENTION_UNAVAILABLE_REASON = "corevital.attention.unavailable_reason"
-# why the call has no per-token health at all (e.g. assisted decoding accepts several tokens per forward)
+# which model signals the call could not capture and why: none per token under assisted decoding
+# (several tokens per forward), logit signals only when the forward is compiled
 CAPTURE_UNAVAILABLE_REASON = "corevital.capture.unavailable_reason"
 
 PROFILE_NAME = "corevital.profile.name"

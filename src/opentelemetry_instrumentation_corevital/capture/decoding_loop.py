@@ -1,0 +1,95 @@
+"""Where CoreVital meets generate's decoding loop, always outside any compiled region.
+
+While instrumented, three methods of transformers' GenerationMixin are wrapped once:
+
+- `_get_logits_processor`: the active session's `LogitsTap` goes first in the list, so every
+  decoding strategy (sampling, greedy, beam search, assisted) hands it the logits generate
+  itself samples from (after a model's softcap or logit scale, before temperature, top-k,
+  top-p) and it returns them unchanged;
+- `_valid_auto_compile_criteria`: when transformers is about to compile the forward for a
+  static cache, the session drops its in-forward probes before the first forward runs;
+- `_has_unfinished_sequences`: every decoding strategy asks it at the head of each turn of
+  its loop; the second turn begins once the first token was chosen and handed to the
+  caller's stopping criteria and streamer, which is when the session's clock marks it.
+
+With no session of the calling thread generating with that model, they are pass-throughs.
+They are installed once (by instrument() or the first capture session) and removed by
+uninstrument(), never per call: replacing a class attribute while another thread runs a
+compiled forward makes Dynamo recompile it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from transformers import LogitsProcessor
+from wrapt import FunctionWrapper, wrap_function_wrapper
+
+from .session import AUTO_COMPILE, active_session
+
+_MODULE = "transformers.generation.utils"
+_installed = False
+
+
+class LogitsTap(LogitsProcessor):
+    """Shows a capture session each step's logits; never changes them."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __call__(self, input_ids, scores):
+        self.session.observe_logits(input_ids, scores)
+        return scores
+
+
+def _prepend_tap(wrapped, instance, args, kwargs):
+    processors = wrapped(*args, **kwargs)
+    session = active_session()
+    if session is not None and session.model is instance:
+        processors.insert(0, LogitsTap(session))
+    return processors
+
+
+def _watch_auto_compile(wrapped, instance, args, kwargs):
+    compiles = wrapped(*args, **kwargs)
+    session = active_session()
+    if compiles and session is not None and session.model is instance:
+        session.forward_compiled(AUTO_COMPILE)
+    return compiles
+
+
+def _count_loop_turn(wrapped, instance, args, kwargs):
+    goes_on = wrapped(*args, **kwargs)
+    session = active_session()
+    if session is not None and session.model is instance:
+        session.loop_turn(goes_on)
+    return goes_on
+
+
+_WRAPPERS = {
+    "_get_logits_processor": _prepend_tap,
+    "_valid_auto_compile_criteria": _watch_auto_compile,
+    "_has_unfinished_sequences": _count_loop_turn,
+}
+_lock = threading.Lock()
+
+
+def install() -> None:
+    global _installed
+    with _lock:
+        if not _installed:
+            for name, wrapper in _WRAPPERS.items():
+                wrap_function_wrapper(_MODULE, f"GenerationMixin.{name}", wrapper)
+            _installed = True
+
+
+def uninstall() -> None:
+    global _installed
+    from transformers.generation.utils import GenerationMixin
+
+    with _lock:
+        for name, wrapper in _WRAPPERS.items():
+            method = GenerationMixin.__dict__.get(name)
+            if isinstance(method, FunctionWrapper) and method._self_wrapper is wrapper:
+                setattr(GenerationMixin, name, method.__wrapped__)
+        _installed = False
