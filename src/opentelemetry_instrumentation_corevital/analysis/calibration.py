@@ -13,6 +13,7 @@ generates, this module only fits and reports.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -37,6 +38,18 @@ _FILLER = frozenset(
 MIN_RUNS = 12  # fewer labelled runs than this cannot support a fit
 ECE_BINS = 10
 _WORDS = re.compile(r"[^\W_]+")
+
+# Profile settings that change what a risk feature measures (risk.risk_features_of).
+FEATURE_SETTINGS = (
+    "high_entropy_bits", "low_entropy_bits", "low_entropy_min_run", "low_margin", "confident_probability",
+    "answer_steps", "repetition_cosine", "repetition_relative_cosine", "repetition_min_steps",
+    "repetition_max_period", "l2_explosion_multiplier", "collapse_persistence", "blame_collapse_excess_fraction",
+    "early_warning_window",
+)
+
+# A fit can weigh the whole opening of the answer; the hand-set default reads only its first
+# step (the one that compares across models), see docs/evaluation.md.
+CALIBRATION_ANSWER_STEPS = 8
 
 # A calibrated risk model weighs every feature (NaN/Inf is an override, never a feature).
 CALIBRATION_FEATURES = RISK_FEATURE_NAMES
@@ -238,7 +251,13 @@ def calibrate(runs: list[CalibrationRun], prompts: list[str], base: Profile,
         raise ValueError(f"only {len(runs)} prompts were generated; calibration needs at least {MIN_RUNS}")
     labels = [label_run(run, prompts[run.prompt_index]) for run in runs]
     y = np.array([label.failure for label in labels], float)
-    x = np.array([[risk_features(run.summaries, 0, base)[name] for name in CALIBRATION_FEATURES] for run in runs])
+    # Features are measured exactly as the written profile will measure them: under the
+    # thresholds it sets, and with every setting that defines a feature pinned in the file
+    # (a later change of the shipped default must not change what the weights apply to).
+    thresholds = thresholds_of(runs, labels, base)
+    measured = dataclasses.replace(base, **thresholds, answer_steps=CALIBRATION_ANSWER_STEPS)
+    pinned = {key: getattr(measured, key) for key in FEATURE_SETTINGS}
+    x = np.array([[risk_features(run.summaries, 0, measured)[name] for name in CALIBRATION_FEATURES] for run in runs])
     test = held_out(np.array([run.prompt_index for run in runs]), held_out_fraction)
     train = ~test
     if len(set(y[train].tolist())) < 2:
@@ -254,7 +273,7 @@ def calibrate(runs: list[CalibrationRun], prompts: list[str], base: Profile,
     scores = 1 / (1 + np.exp(-np.clip(x[test] @ weights + bias, -60, 60)))
     if len(set(y.tolist())) == 2:
         model = recalibrated_risk_model(x, y, CALIBRATION_FEATURES)
-    keys = {"calibrated": True, "risk_model": model, **thresholds_of(runs, labels, base)}
+    keys = {"calibrated": True, "risk_model": model, **pinned}
     reasons = [label.reason for label in labels]
     report = {
         "prompts": len(runs),
