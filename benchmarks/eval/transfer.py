@@ -62,12 +62,17 @@ def summary(rows: list[dict], resamples: int) -> dict:
         "auroc": bootstrap(auroc, failure, score, resamples=resamples),
         "auroc_loops": bootstrap(auroc, loop, score, resamples=resamples),
         "auroc_wrong": bootstrap(auroc, failure[qa], score[qa], resamples=resamples),
+        # Every failure that is not a loop (wrong answers) against every healthy run (open text too).
+        "auroc_not_loops": bootstrap(auroc, failure[~loop], score[~loop], resamples=resamples),
         "ece": bootstrap(ece, failure, score, resamples=resamples),
         "repetition_precision": precision, "repetition_recall": recall,
         "healthy": int(healthy.sum()),
         "healthy_any_flag": float(any_flag[healthy].mean()),
         "healthy_critical": float(critical[healthy].mean()),
         "healthy_flag_rates": {name: float(flags[name][healthy].mean()) for name in BOOLEAN_FLAGS},
+        "healthy_early_warning": float(np.mean([r["warning_signal_count"] > 0 for r, h in zip(rows, healthy) if h])),
+        "auroc_failure_risk": bootstrap(auroc, failure, np.array([r["failure_risk"] for r in rows], float),
+                                        resamples=resamples),
         "healthy_high_entropy_runs": float(np.mean([r["high_entropy_steps"] > 0 for r, h in zip(rows, healthy) if h])),
     }
 

@@ -9,6 +9,8 @@ from opentelemetry_instrumentation_corevital.analysis.calibration import (
     held_out,
     is_question,
     label_run,
+    recalibrated_risk_model,
+    risk_model_of,
 )
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
@@ -72,3 +74,19 @@ def test_calibrate_refuses_too_few_runs_or_a_single_kind_of_label():
 def test_every_fourth_prompt_is_held_out_and_auroc_counts_ties_half():
     assert held_out(np.arange(8), 0.25).tolist() == [False, False, False, True] * 2
     assert auroc(np.array([1, 0, 1, 0], bool), np.array([0.9, 0.1, 0.5, 0.5])) == 0.875
+
+
+def test_recalibration_shrinks_an_overconfident_fit_without_reordering_and_keeps_a_calibrated_one():
+    rng = np.random.default_rng(0)
+    # 40 rows, 10 features of pure noise: the plain fit is confident on rows it memorised.
+    x, y = rng.normal(size=(40, 10)), (np.arange(40) % 2).astype(float)
+    names = tuple(f"f{k}" for k in range(10))
+    plain, recalibrated = risk_model_of(x, y, names), recalibrated_risk_model(x, y, names)
+    w_plain, w_recal = np.array(plain["weights"]), np.array(recalibrated["weights"])
+    assert np.all(np.abs(w_recal) <= np.abs(w_plain) + 1e-9)  # logits shrink toward the base rate...
+    assert np.all(np.sign(w_recal[w_recal != 0]) == np.sign(w_plain[w_recal != 0]))  # ...never flip
+    # One informative feature on plenty of rows: out of fold it ranks as well, slope stays near 1.
+    signal = rng.normal(size=400)
+    label = (rng.random(400) < 1 / (1 + np.exp(-2 * signal))).astype(float)
+    fitted = recalibrated_risk_model(signal[:, None], label, ("f0",))
+    assert fitted["weights"][0] == pytest.approx(risk_model_of(signal[:, None], label, ("f0",))["weights"][0], rel=0.15)

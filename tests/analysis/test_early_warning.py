@@ -83,3 +83,28 @@ def test_padding_does_not_count_as_history():
     run.valid[0, 4:] = False
     run.logits[0, 4:, ENTROPY] = 9.0
     assert early_warning(run, 0, profile=PROFILE) == EarlyWarning(0.0, (), 0)
+
+
+def test_trends_are_judged_against_the_calls_own_spread():
+    # A history that swings between 0 and 4 bits (std 2): a 2-bit rise is within its own range.
+    swinging = make_run(steps=40, entropy=0.0)
+    swinging.logits[0, 1:30:2, ENTROPY] = 4.0
+    swinging.logits[0, 30:, ENTROPY] = 4.0  # window mean 4 vs earlier mean 2: +2 bits < 2 x 2
+    assert "entropy_rising" not in early_warning(swinging, 0, upto_step=39, profile=PROFILE).signals
+    # The same rise from a steady history is a trend.
+    steady = make_run(steps=40, entropy=2.0)
+    steady.logits[0, 30:, ENTROPY] = 4.0
+    assert early_warning(steady, 0, upto_step=39, profile=PROFILE).signals == ("entropy_rising",)
+    # With trend_spread 0 only the fixed floor decides, as before.
+    loose = load_profile("default", {"trend_spread": 0.0})
+    assert "entropy_rising" in early_warning(swinging, 0, upto_step=39, profile=loose).signals
+
+
+def test_a_margin_drop_inside_the_calls_usual_swings_is_no_collapse():
+    swinging = make_run(steps=40, margin=0.9)
+    swinging.logits[0, 1:30:2, logit_column("margin")] = 0.05
+    swinging.logits[0, 30:, logit_column("margin")] = 0.05  # ratio 0.05 / 0.48 < 0.4, drop 0.43 < 2 x 0.43
+    assert "margin_collapsing" not in early_warning(swinging, 0, upto_step=39, profile=PROFILE).signals
+    steady = make_run(steps=40, margin=0.9)
+    steady.logits[0, 30:, logit_column("margin")] = 0.05
+    assert early_warning(steady, 0, upto_step=39, profile=PROFILE).signals == ("margin_collapsing",)

@@ -4,13 +4,16 @@ No person labels anything. Each prompt is answered greedily and by a few seeded 
 greedy run counts as a failure when its text degenerates into a loop (text.degeneration) or,
 for a question (a prompt ending in "?", before an "A:" answer cue), when most samples do not
 repeat its answer (the model does not know it: answer-level uncertainty). Open-ended prompts
-are never "unsure": their samples differ by nature, and that is not a failure. Risk weights are a logistic regression of those labels on the greedy runs'
-risk features; thresholds come from the model's own healthy runs. Pure numpy: the caller
+are never "unsure": their samples differ by nature, and that is not a failure. Risk weights are
+a logistic regression of those labels on the greedy runs' risk features, Platt-recalibrated on
+out-of-fold logits; the held-out check scores that procedure fitted without the held-out prompts,
+and the profile gets it fitted on every prompt. Thresholds come from the model's own healthy runs. Pure numpy: the caller
 generates, this module only fits and reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from .risk import risk_features
 from .text import degeneration
 
 L2_PENALTY = 1.0  # on standardised weights; keeps constant or separable features finite
+RECALIBRATION_FOLDS = 5  # out-of-fold logits for the Platt step (prompts split by index)
 AGREEMENT_WORDS = 12  # the answer's opening words are what samples must agree on
 AGREEMENT_MIN_OVERLAP = 0.5  # a sample agrees when it shares half the content words of the shorter answer
 DISAGREEMENT_LABEL = 0.5  # below this fraction of agreeing samples the greedy answer is "unsure"
@@ -34,6 +38,18 @@ _FILLER = frozenset(
 MIN_RUNS = 12  # fewer labelled runs than this cannot support a fit
 ECE_BINS = 10
 _WORDS = re.compile(r"[^\W_]+")
+
+# Profile settings that change what a risk feature measures (risk.risk_features_of).
+FEATURE_SETTINGS = (
+    "high_entropy_bits", "low_entropy_bits", "low_entropy_min_run", "low_margin", "confident_probability",
+    "answer_steps", "repetition_cosine", "repetition_relative_cosine", "repetition_min_steps",
+    "repetition_max_period", "l2_explosion_multiplier", "collapse_persistence", "blame_collapse_excess_fraction",
+    "early_warning_window",
+)
+
+# A fit can weigh the whole opening of the answer; the hand-set default reads only its first
+# step (the one that compares across models), see docs/evaluation.md.
+CALIBRATION_ANSWER_STEPS = 8
 
 # A calibrated risk model weighs every feature (NaN/Inf is an override, never a feature).
 CALIBRATION_FEATURES = RISK_FEATURE_NAMES
@@ -134,6 +150,37 @@ def risk_model_of(x: np.ndarray, y: np.ndarray, features: tuple[str, ...]) -> di
     }
 
 
+def out_of_fold_logits(x: np.ndarray, y: np.ndarray, folds: int = RECALIBRATION_FOLDS) -> np.ndarray:
+    """Each row's logit from a fit that did not see it (rows dealt to folds in turn)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    fold = np.arange(y.size) % folds
+    logits = np.zeros(y.size)
+    for k in range(folds):
+        rest = fold != k
+        if not (fold == k).any() or len(set(y[rest].tolist())) < 2:
+            return np.full(y.size, np.nan)
+        weights, bias = fit_logistic(x[rest], y[rest])
+        logits[fold == k] = x[fold == k] @ weights + bias
+    return logits
+
+
+def recalibrated_risk_model(x: np.ndarray, y: np.ndarray, features: tuple[str, ...]) -> dict:
+    """risk_model_of, then Platt-scaled: a one-feature logistic regression of the labels on the
+    out-of-fold logits gives a slope a and an offset c, folded into the weights (w * a, b * a + c).
+    A fit on a few dozen prompts is overconfident on prompts it has not seen; the slope measures
+    by how much, on the model's own prompts, and shrinks the logits accordingly (never flips them)."""
+    model = risk_model_of(x, y, features)
+    logits = out_of_fold_logits(x, y)
+    if not np.isfinite(logits).all():
+        return model
+    (slope,), offset = fit_logistic(logits[:, None], y, penalty=1e-3)
+    if not slope > 0:  # no ranking left out of fold: keep the fit as it is rather than invert it
+        return model
+    model["weights"] = [round(float(w) * slope, 6) for w in model["weights"]]
+    model["bias"] = round(model["bias"] * slope + offset, 6)
+    return model
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Probability that a random failure scores above a random success (ties count half)."""
     labels = np.asarray(labels, bool)
@@ -204,7 +251,13 @@ def calibrate(runs: list[CalibrationRun], prompts: list[str], base: Profile,
         raise ValueError(f"only {len(runs)} prompts were generated; calibration needs at least {MIN_RUNS}")
     labels = [label_run(run, prompts[run.prompt_index]) for run in runs]
     y = np.array([label.failure for label in labels], float)
-    x = np.array([[risk_features(run.summaries, 0, base)[name] for name in CALIBRATION_FEATURES] for run in runs])
+    # Features are measured exactly as the written profile will measure them: under the
+    # thresholds it sets, and with every setting that defines a feature pinned in the file
+    # (a later change of the shipped default must not change what the weights apply to).
+    thresholds = thresholds_of(runs, labels, base)
+    measured = dataclasses.replace(base, **thresholds, answer_steps=CALIBRATION_ANSWER_STEPS)
+    pinned = {key: getattr(measured, key) for key in FEATURE_SETTINGS}
+    x = np.array([[risk_features(run.summaries, 0, measured)[name] for name in CALIBRATION_FEATURES] for run in runs])
     test = held_out(np.array([run.prompt_index for run in runs]), held_out_fraction)
     train = ~test
     if len(set(y[train].tolist())) < 2:
@@ -213,10 +266,14 @@ def calibrate(runs: list[CalibrationRun], prompts: list[str], base: Profile,
             f"all {int(train.sum())} training prompts {kind}; add prompts of mixed difficulty "
             "(questions with short answers and open-ended tasks)"
         )
-    model = risk_model_of(x[train], y[train], CALIBRATION_FEATURES)
+    # The check: the whole procedure (fit + recalibration) on the training prompts, scored on
+    # the held-out ones. The profile then gets the same procedure on every prompt.
+    model = recalibrated_risk_model(x[train], y[train], CALIBRATION_FEATURES)
     weights, bias = np.array(model["weights"]), model["bias"]
     scores = 1 / (1 + np.exp(-np.clip(x[test] @ weights + bias, -60, 60)))
-    keys = {"calibrated": True, "risk_model": model, **thresholds_of(runs, labels, base)}
+    if len(set(y.tolist())) == 2:
+        model = recalibrated_risk_model(x, y, CALIBRATION_FEATURES)
+    keys = {"calibrated": True, "risk_model": model, **pinned}
     reasons = [label.reason for label in labels]
     report = {
         "prompts": len(runs),

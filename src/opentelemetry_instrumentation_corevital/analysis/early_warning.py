@@ -3,14 +3,19 @@
 Every signal at step s uses steps <= s only, so the same computation serves a live prefix of
 the run and the finished run. Signals, per valid step:
 
-- entropy_rising: mean entropy of the window minus the mean of all earlier steps >= entropy_rise_bits
-- margin_collapsing: mean margin of the window <= margin_collapse_ratio x the mean of all earlier steps
+- entropy_rising: mean entropy of the window minus the mean of all earlier steps >= entropy_rise_bits,
+  and >= trend_spread x the standard deviation of those earlier steps' entropy
+- margin_collapsing: mean margin of the window <= margin_collapse_ratio x the mean of all earlier steps,
+  and the drop >= trend_spread x the standard deviation of the earlier margins
 - repetition_building: a repeating run ending here is halfway to a confirmed loop
 - surprisal_spike: a step in the window had surprisal above surprisal_spike_bits
 - hidden_norm_growth: mean L2 (over layers) of the window >= norm_growth_ratio x the earlier mean,
   step 0 excluded (a causal model's step 0 carries the whole prompt)
 
 "Earlier" needs at least one full window of history, so trend signals stay quiet at first.
+The spread condition judges a trend against the call itself: a model (or a text) whose entropy
+swings by several bits from step to step has to move further before its swing counts as a
+trend; on a flat history the fixed floors (bits, ratio) decide alone.
 failure_risk = 1 - prod(1 - weight) over the active signals, and 1.0 once NaN/Inf has appeared.
 """
 
@@ -47,9 +52,13 @@ def warning_timeline(view: SequenceView, profile: Profile) -> WarningTimeline:
     entropy_recent, entropy_earlier = trailing_window_means(view.logit("entropy"), window)
     margin_recent, margin_earlier = trailing_window_means(view.logit("margin"), window)
     norm_recent, norm_earlier = trailing_window_means(_mean_layer_l2(view)[valid], window)
+    entropy_spread = profile.trend_spread * _earlier_std(view.logit("entropy"), window)
+    margin_spread = profile.trend_spread * _earlier_std(view.logit("margin"), window)
+    rise, drop = entropy_recent - entropy_earlier, margin_earlier - margin_recent
     signals = {
-        "entropy_rising": entropy_recent - entropy_earlier >= profile.entropy_rise_bits,
-        "margin_collapsing": (margin_earlier > 0) & (margin_recent <= profile.margin_collapse_ratio * margin_earlier),
+        "entropy_rising": (rise >= profile.entropy_rise_bits) & (rise >= entropy_spread),
+        "margin_collapsing": (margin_earlier > 0) & (margin_recent <= profile.margin_collapse_ratio * margin_earlier)
+        & (drop >= margin_spread),
         "repetition_building": repetition_building(view, profile)[valid],
         "surprisal_spike": _window_max(view.logit("surprisal"), window) > profile.surprisal_spike_bits,
         "hidden_norm_growth": (norm_earlier > 0) & (norm_recent >= profile.norm_growth_ratio * norm_earlier),
@@ -102,6 +111,21 @@ def _mean_layer_l2(view: SequenceView) -> np.ndarray:
     np.divide(np.where(finite, l2, 0.0).sum(axis=1), counts, out=means, where=counts > 0)
     means[:1] = np.nan
     return means
+
+
+def _earlier_std(values: np.ndarray, window: int) -> np.ndarray:
+    """For each position j: the standard deviation of the finite values before its window
+    (the steps trailing_window_means calls "earlier"); 0 where there are none."""
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0)
+    counts = np.concatenate(([0], np.cumsum(finite)))
+    sums = np.concatenate(([0.0], np.cumsum(clean)))
+    squares = np.concatenate(([0.0], np.cumsum(clean * clean)))
+    starts = np.maximum(np.arange(1, values.shape[0] + 1) - window, 0)
+    n = counts[starts]
+    mean = np.divide(sums[starts], n, out=np.zeros(n.shape), where=n > 0)
+    variance = np.divide(squares[starts], n, out=np.zeros(n.shape), where=n > 0) - mean * mean
+    return np.sqrt(np.maximum(variance, 0.0))
 
 
 def _window_max(values: np.ndarray, window: int) -> np.ndarray:

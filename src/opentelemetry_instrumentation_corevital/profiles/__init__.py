@@ -115,6 +115,7 @@ class Profile:
     early_warning_window: int
     entropy_rise_bits: float
     margin_collapse_ratio: float
+    trend_spread: float
     surprisal_spike_bits: float
     norm_growth_ratio: float
     early_warning_weights: WarningWeights
@@ -167,6 +168,7 @@ _SCALARS: dict[str, _Bounds] = {
     "early_warning_window": _Bounds(int, 2, _BIG),
     "entropy_rise_bits": _Bounds(float, 0, 32, low_open=True),
     "margin_collapse_ratio": _Bounds(float, 0, 1, low_open=True),
+    "trend_spread": _Bounds(float, 0, 100),
     "surprisal_spike_bits": _Bounds(float, 0, 1000, low_open=True),
     "norm_growth_ratio": _Bounds(float, 1, _BIG, low_open=True),
 }
