@@ -118,6 +118,9 @@ def phoenix(tmp_path_factory):
         yield server
 
 
+RISKY_PROFILE = {"risk_model": {"bias": 12.0}}
+
+
 def export_runs(phoenix: Phoenix, content: bool) -> dict[str, dict]:
     """One risky and one healthy generate (tiny GPT-2), exported as an app would; returns them by label."""
     tokenizer = tiny_tokenizer()
@@ -128,8 +131,9 @@ def export_runs(phoenix: Phoenix, content: bool) -> dict[str, dict]:
     provider.add_span_processor(annotator)
     model = build_gpt2()
     runs = {}
-    # the hand-set risk model calls a random model critical; the delivery tests' profile calls it healthy
-    for expected, overrides in (("critical", {}), ("healthy", RANDOM_MODEL_PROFILE)):
+    # a random model's near-uniform logits are an unsure `warning` under the default risk model; a
+    # raised risk bias makes it `critical`, the delivery tests' profile makes it `healthy`
+    for expected, overrides in (("critical", RISKY_PROFILE), ("healthy", RANDOM_MODEL_PROFILE)):
         instrumentor = CoreVitalInstrumentor()
         instrumentor.instrument(
             tracer_provider=provider, capture_message_content=content, profile_overrides=overrides
