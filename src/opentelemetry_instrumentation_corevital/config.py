@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 _logger = logging.getLogger(__name__)
 
 CAPTURE_MODES = ("off", "summary", "full", "on_risk")
+DEFAULT_PAYLOAD_MAX_BYTES = 512 * 1024
 ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
 CAPTURE_MESSAGE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -136,7 +137,7 @@ class Settings:
     capture_mode: str = "summary"
     risk_threshold: float = 0.7
     max_step_events: int = 64
-    payload_max_bytes: int = 512 * 1024
+    payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES
     attention_every: int = 4
     # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
     # content_on_events / content_captured, never its truthiness

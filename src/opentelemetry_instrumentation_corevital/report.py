@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import rag as rag_attributes
 from .analysis.health import HealthFlags
-from .summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
+from .summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, PromptSummaries, RunSummaries
 from .telemetry import attributes as attrs
 from .telemetry.payload import (
     PAYLOAD_BYTES,
@@ -31,7 +31,6 @@ from .telemetry.payload import (
     PAYLOAD_VERSION_ATTRIBUTE,
     DecodedPayload,
     PayloadError,
-    PromptArrays,
     decode_payload,
     is_payload_event,
 )
@@ -43,7 +42,7 @@ __all__ = [
     "LayerTimeline",
     "PayloadError",
     "PayloadInfo",
-    "PromptArrays",
+    "PromptSummaries",
     "PromptReport",
     "PromptRow",
     "RagInfo",
@@ -447,11 +446,11 @@ class Report(_Model):
             attention_unavailable_reason=self.attention_unavailable_reason,
         )
 
-    def to_prompt(self) -> PromptArrays | None:
+    def to_prompt(self) -> PromptSummaries | None:
         """Prompt telemetry as arrays, laid out like capture's PromptSummaries."""
         if self.prompt is None:
             return None
-        out = PromptArrays(sparse_cap=self.prompt.sparse_cap)
+        out = PromptSummaries(sparse_cap=self.prompt.sparse_cap)
         for row in self.prompt.rows:
             if row.surprisal is not None:
                 out.surprisal.append(_floats_array(row.surprisal))

@@ -7,11 +7,11 @@ attention for one chunk exists at any time: never the (layers x heads x prompt^2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..summaries import PromptSummaries
 from .stats import LN2
 
 SPARSE_THRESHOLD = 0.01
@@ -22,22 +22,6 @@ SPARSE_CAP_PER_HEAD = 256
 MAX_PROMPT_QUERIES = 512
 _KEYS_PER_QUERY = 8
 _CHUNK_BYTES = 16 * 1024 * 1024  # bounds the transient per-chunk tensors (logits and scores, float32)
-
-
-@dataclass
-class PromptSummaries:
-    """Host arrays, one entry per unique prompt row.
-
-    surprisal: [P-1] bits of each prompt token given the ones before it (decoder-only).
-    layer_transformation: [L] 1 - mean cosine(layer input, layer output) over prompt positions.
-    basin: [L, H] mean attention on the middle third of keys / mean on the outer thirds.
-    sparse: per layer, (query idx [H, C], key idx [H, C], weight [H, C]); unused slots have weight 0.
-    """
-
-    surprisal: list[np.ndarray] = field(default_factory=list)
-    layer_transformation: list[np.ndarray] = field(default_factory=list)
-    basin: list[np.ndarray] = field(default_factory=list)
-    sparse: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
 
 
 class PromptProbe:

@@ -24,8 +24,6 @@ never sees it. No torch here.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import time
@@ -39,12 +37,11 @@ from ..analysis import RunAnalysis, analyze, prompt_hash
 from ..profiles import Profile, load_profile, load_profile_file
 from ..summaries import RunSummaries
 from . import attributes as attrs
-from . import content, events
+from . import content, events, payload
 
 _logger = logging.getLogger(__name__)
 
 LABEL_HEALTHY, LABEL_WARNING, LABEL_CRITICAL = "healthy", "warning", "critical"
-_PAYLOAD_MODULE = __package__ + ".payload"
 
 
 class HealthRecorder:
@@ -53,8 +50,6 @@ class HealthRecorder:
         self.settings = settings
         self.event_logger = event_logger  # OTel Logs API logger; None: no log-based events
         self._profiles: dict[str, Profile] = {}
-        self._payload_events = None
-        self._payload_resolved = False
 
     # -- profiles --------------------------------------------------------------------------
 
@@ -206,11 +201,10 @@ class HealthRecorder:
             return
         wanted = self.payload_wanted(analysis)
         span.set_attribute(attrs.PAYLOAD_ATTACHED, wanted)
-        encoder = self._payload_encoder() if wanted else None
-        if encoder is None:
+        if not wanted:
             return
         try:
-            payload, info = encoder(
+            encoded, info = payload.payload_events(
                 summaries, prompt_summaries, analysis, self.settings.payload_max_bytes,
                 token_ids=self.settings.content_on_span,
             )
@@ -218,18 +212,10 @@ class HealthRecorder:
             span.set_attribute(attrs.PAYLOAD_ATTACHED, False)
             raise
         stamp = time.time_ns()  # one time for all: backends list the payload as one block after the steps
-        for name, values in payload:
+        for name, values in encoded:
             span.add_event(name, values, timestamp=stamp)
         if info:
             span.set_attributes(dict(info))
-
-    def _payload_encoder(self):
-        """telemetry.payload.payload_events, or None while that module does not exist."""
-        if not self._payload_resolved:
-            if importlib.util.find_spec(_PAYLOAD_MODULE) is not None:
-                self._payload_events = importlib.import_module(_PAYLOAD_MODULE).payload_events
-            self._payload_resolved = True
-        return self._payload_events
 
 
 def _worst(analysis: RunAnalysis):
