@@ -14,9 +14,9 @@ import shutil
 import textwrap
 from datetime import datetime, timezone
 
-from ..html_report.series import rag_summary, step_series
 from ..html_report.tokens import TOKEN_TEXT_KEY, Token, TokenText, completion_lines, prompt_tokens
 from ..report import Report
+from ..report.views import rag_summary, step_series
 from ..store.records import raised_flags
 
 _BLOCKS = "▁▂▃▄▅▆▇█"

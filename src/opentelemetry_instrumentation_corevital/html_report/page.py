@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from html import escape
 
 from ..report import Report
+from ..report.views import layer_grid, rag_summary, shown_sequence, step_series
 from ..store.records import raised_flags
 from . import svg, token_view
-from .series import layer_grid, rag_summary, shown_sequence, step_series
 from .tokens import TokenText
 
 _LABEL_CLASS = {"healthy": "ok", "warning": "warn", "critical": "bad"}

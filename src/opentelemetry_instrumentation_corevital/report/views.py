@@ -1,4 +1,7 @@
-"""Per-step and per-layer series of a Report, whichever way the run was captured.
+"""What the CLI and the HTML report both show of a Report: step and layer series, RAG context.
+
+Each view reads a Report whichever way the run was captured, so that the terminal view and the
+HTML page never disagree about a run.
 
 With a full trace (payload) every step is there; in summary capture the `corevital.step`
 events carry a strided sample of the steps (always the first, last and flagged ones).
@@ -8,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..report import Report
 from ..telemetry import attributes as attrs
+from .schema import Report
 
 STEP_STATS = ("entropy", "surprisal", "margin")
 _EVENT_KEYS = {"entropy": attrs.STEP_ENTROPY, "surprisal": attrs.STEP_SURPRISAL, "margin": attrs.STEP_MARGIN}
