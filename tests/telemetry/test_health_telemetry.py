@@ -21,6 +21,7 @@ import transformers
 
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, prompt_hash
 from opentelemetry_instrumentation_corevital.telemetry import health as health_module
+from opentelemetry_instrumentation_corevital.telemetry import payload as payload_module
 from opentelemetry_instrumentation_corevital.telemetry.health import HealthRecorder
 from tests.conftest import VOCAB, build_gpt2, build_llama, prompt_ids
 from tests.test_spans import span_strings, tiny_tokenizer
@@ -535,7 +536,7 @@ def test_on_risk_decision_with_a_stand_in_encoder(llama, telemetry, instrument, 
         calls.append((summaries.num_steps, prompt_summaries, analysis.aggregate.risk_score, max_bytes))
         return [("corevital.payload.test", {"n": 1})], {"corevital.payload.bytes": 10}
 
-    monkeypatch.setattr(HealthRecorder, "_payload_encoder", lambda self: encoder)
+    monkeypatch.setattr(payload_module, "payload_events", encoder)
     instrument(capture_mode="on_risk", profile_overrides=TINY_PROFILE, payload_max_bytes=4096)
     llama.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     with InjectNaN(llama.model.layers[1]):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import rag as rag_attributes
+from ..health_vocabulary import BOOLEAN_FLAGS, COUNT_FLAGS, flag_attribute
 from ..summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from ..telemetry import attributes as attrs
 from ..telemetry.events import event_parts
@@ -116,12 +117,8 @@ def report_from_parts(*, name: str, attributes: Mapping[str, Any], events: Seque
             explanation=_str(evaluation.get(_EVALUATION_EXPLANATION, a.get(attrs.NARRATIVE))),
         ),
         health=Health(
-            nan_detected=_bool(a.get(attrs.HEALTH_NAN)),
-            inf_detected=_bool(a.get(attrs.HEALTH_INF)),
-            attention_collapse_detected=_bool(a.get(attrs.HEALTH_ATTENTION_COLLAPSE)),
-            repetition_loop_detected=_bool(a.get(attrs.HEALTH_REPETITION_LOOP)),
-            mid_layer_anomaly_detected=_bool(a.get(attrs.HEALTH_MID_LAYER_ANOMALY)),
-            high_entropy_steps=_int(a.get(attrs.HEALTH_HIGH_ENTROPY_STEPS)),
+            **{name: _bool(a.get(flag_attribute(name))) for name in BOOLEAN_FLAGS},
+            **{name: _int(a.get(flag_attribute(name))) for name in COUNT_FLAGS},
         ),
         layers_blamed=[int(v) for v in a.get(attrs.LAYERS_BLAMED, ())],
         early_warning=EarlyWarningInfo(

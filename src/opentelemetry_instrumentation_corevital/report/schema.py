@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..analysis.health import HealthFlags
+from ..health_vocabulary import BOOLEAN_FLAGS, COUNT_FLAGS, HealthFlags
 
 if TYPE_CHECKING:
     from ..summaries import PromptSummaries, RunSummaries
@@ -58,13 +58,13 @@ class Risk(_Model):
     explanation: str | None = None
 
 
-class Health(_Model):
-    nan_detected: bool | None = None
-    inf_detected: bool | None = None
-    attention_collapse_detected: bool | None = None
-    repetition_loop_detected: bool | None = None
-    mid_layer_anomaly_detected: bool | None = None
-    high_entropy_steps: int | None = None
+# The span's health flags: one field per HealthFlags field, in display order (None: not recorded).
+Health = create_model(
+    "Health",
+    __base__=_Model,
+    **{name: (bool | None, None) for name in BOOLEAN_FLAGS},
+    **{name: (int | None, None) for name in COUNT_FLAGS},
+)
 
 
 class EarlyWarningInfo(_Model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..health_vocabulary import DISPLAY_ORDER, short_flag_name
 from ..telemetry import attributes as attrs
 from .schema import Report
 
@@ -115,3 +116,8 @@ def rag_summary(rag) -> str:
         parts.append(f"{len(documents)} document{'' if len(documents) == 1 else 's'}: {shown}")
     parts += [f"{key}={value}" for key, value in rag.metadata.items()]
     return "; ".join(parts) or "recorded, empty"
+
+
+def raised_flags(report: Report) -> list[str]:
+    """Short names of the run's raised health flags, in display order (as the store lists them)."""
+    return [short_flag_name(name) for name in DISPLAY_ORDER if getattr(report.health, name)]

@@ -34,6 +34,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from ..analysis import RunAnalysis, analyze, prompt_hash
+from ..health_vocabulary import BOOLEAN_FLAGS, COUNT_FLAGS, flag_attribute
 from ..profiles import Profile, load_profile, load_profile_file
 from ..summaries import RunSummaries
 from . import attributes as attrs
@@ -41,7 +42,6 @@ from . import content, events, payload
 
 _logger = logging.getLogger(__name__)
 
-LABEL_HEALTHY, LABEL_WARNING, LABEL_CRITICAL = "healthy", "warning", "critical"
 
 
 class HealthRecorder:
@@ -180,24 +180,11 @@ class HealthRecorder:
         return built
 
     def payload_wanted(self, analysis: RunAnalysis) -> bool:
-        """`full` mode always; `on_risk` when the risk reaches the threshold or a critical flag is raised."""
-        mode = self.settings.capture_mode
-        if mode == "full":
-            return True
-        if mode != "on_risk":
-            return False
         aggregate = analysis.aggregate
-        flags = aggregate.flags
-        critical = (
-            flags.nan_detected
-            or flags.inf_detected
-            or flags.repetition_loop_detected
-            or flags.mid_layer_anomaly_detected
-        )
-        return bool(critical or aggregate.risk_score >= self.settings.risk_threshold)
+        return self.settings.full_trace_wanted(aggregate.risk_score, aggregate.flags.critical)
 
     def _attach_payload(self, span, summaries, prompt_summaries, analysis: RunAnalysis) -> None:
-        if self.settings.capture_mode not in ("full", "on_risk"):
+        if not self.settings.full_trace_possible:
             return
         wanted = self.payload_wanted(analysis)
         span.set_attribute(attrs.PAYLOAD_ATTACHED, wanted)
@@ -245,12 +232,8 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
     flags = aggregate.flags
     values: dict = {
         attrs.RISK_FACTORS: [str(f) for f in aggregate.risk_factors],
-        attrs.HEALTH_NAN: bool(flags.nan_detected),
-        attrs.HEALTH_INF: bool(flags.inf_detected),
-        attrs.HEALTH_ATTENTION_COLLAPSE: bool(flags.attention_collapse_detected),
-        attrs.HEALTH_REPETITION_LOOP: bool(flags.repetition_loop_detected),
-        attrs.HEALTH_MID_LAYER_ANOMALY: bool(flags.mid_layer_anomaly_detected),
-        attrs.HEALTH_HIGH_ENTROPY_STEPS: int(flags.high_entropy_steps),
+        **{flag_attribute(name): bool(getattr(flags, name)) for name in BOOLEAN_FLAGS},
+        **{flag_attribute(name): int(getattr(flags, name)) for name in COUNT_FLAGS},
         attrs.LAYERS_BLAMED: [int(layer) for layer in aggregate.blamed_layers],
         attrs.EARLY_WARNING_SIGNALS: [str(s) for s in aggregate.warning_signals],
     }
@@ -284,12 +267,6 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
     return values
 
 
-_HEALTH_FLAG_ATTRIBUTES = (
-    attrs.HEALTH_NAN, attrs.HEALTH_INF, attrs.HEALTH_ATTENTION_COLLAPSE,
-    attrs.HEALTH_REPETITION_LOOP, attrs.HEALTH_MID_LAYER_ANOMALY,
-)
-
-
 def risk_headline(values: dict) -> str:
     """The `metadata` JSON: score, label, factors and raised flags. Its keys have no dots, which
     Phoenix would split into nested keys; it filters on `metadata['risk_label'] == 'critical'`."""
@@ -297,7 +274,7 @@ def risk_headline(values: dict) -> str:
         "risk_score": values.get(attrs.RISK_SCORE),
         "risk_label": values.get(attrs.RISK_LABEL),
         "risk_factors": list(values.get(attrs.RISK_FACTORS, [])),
-        "health_flags": [key.rsplit(".", 1)[-1] for key in _HEALTH_FLAG_ATTRIBUTES if values.get(key)],
+        "health_flags": [name for name in BOOLEAN_FLAGS if values.get(flag_attribute(name))],
     }
     return json.dumps(headline)
 
