@@ -49,7 +49,6 @@ class RunSummaries:
     num_heads: int = 0
     model_type: str = ""
     attention_unavailable_reason: str | None = None
-    extras: dict = field(default_factory=dict)
 
     @property
     def num_sequences(self) -> int:

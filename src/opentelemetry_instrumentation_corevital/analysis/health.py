@@ -23,7 +23,7 @@ NAN_OR_INF = "nan_or_inf"  # the risk factor and warning signal for any NaN/Inf
 
 
 def layer_thirds(num_layers: int) -> tuple[slice, slice]:
-    """(early, middle) layer ranges: the first and second third, as in the original documents."""
+    """(early, middle) layer ranges: the first and the second third of the decoder layers."""
     return slice(0, num_layers // 3), slice(num_layers // 3, 2 * num_layers // 3)
 
 

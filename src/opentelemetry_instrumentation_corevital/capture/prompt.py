@@ -32,7 +32,6 @@ class PromptProbe:
         self.rows = rows
         # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
         self.real = real_prompt_tokens(attention_mask, rows, length)
-        self.num_layers = num_layers
         self.transformation: list[torch.Tensor | None] = [None] * num_layers
         self.basin: list[torch.Tensor | None] = [None] * num_layers
         self.sparse: list[tuple | None] = [None] * num_layers
@@ -42,7 +41,7 @@ class PromptProbe:
         cosine = torch.nn.functional.cosine_similarity(
             layer_input[self.rows].float(), layer_output[self.rows].float(), dim=-1
         )
-        real = self._real_tokens(cosine.shape[1], cosine.shape[1]).to(cosine.device)
+        real = self._real_tokens(cosine.shape[1]).to(cosine.device)
         self.transformation[layer] = 1.0 - (cosine * real).sum(-1) / real.sum(-1).clamp_min(1.0)
 
     def observe_attention(self, layer: int, query, key, mask, scaling, softcap=None) -> None:
@@ -73,7 +72,7 @@ class PromptProbe:
         self._summarise(layer, [(positions, probs)], probs.shape[3])
 
     def _summarise(self, layer: int, chunks, keys_length: int) -> None:
-        real = self._real_tokens(keys_length, keys_length)
+        real = self._real_tokens(keys_length)
         middle = _middle_third(real)[:, None, None, :]
         middle_sum = boundary_sum = 0.0
         best = None
@@ -89,7 +88,7 @@ class PromptProbe:
     def _row_count(self) -> int:
         return len(range(*self.rows.indices(self.rows.stop)))
 
-    def _real_tokens(self, length: int, keys_length: int) -> torch.Tensor:
+    def _real_tokens(self, keys_length: int) -> torch.Tensor:
         real = self.real
         if real is not None and real.shape[1] < keys_length:
             # a static cache's keys span the whole cache; the slots after the prompt are unfilled
