@@ -25,7 +25,6 @@ never sees it. No torch here.
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import numpy as np
@@ -35,13 +34,11 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 
 from ..analysis import RunAnalysis, analyze, prompt_hash
 from ..health_vocabulary import BOOLEAN_FLAGS, COUNT_FLAGS, flag_attribute
-from ..profiles import Profile, load_profile, load_profile_file
+from ..profiles import Profile
+from ..profiles.resolver import ProfileResolver, capture_thresholds
 from ..summaries import RunSummaries
 from . import attributes as attrs
 from . import content, events, payload
-
-_logger = logging.getLogger(__name__)
-
 
 
 class HealthRecorder:
@@ -49,46 +46,18 @@ class HealthRecorder:
         self.instruments = instruments
         self.settings = settings
         self.event_logger = event_logger  # OTel Logs API logger; None: no log-based events
-        self._profiles: dict[str, Profile] = {}
+        self.profiles = ProfileResolver(settings.profile, settings.profile_overrides)
 
-    # -- profiles --------------------------------------------------------------------------
+    # -- profiles (the handler asks the recorder, which owns the resolver) ----------------------
 
     def profile(self, model_type: str | None = None) -> Profile:
-        """The profile of a `model.config.model_type` with the settings' overrides, cached.
-
-        Never raises: overrides that do not fit this architecture's profile are logged and the
-        architecture's own profile is used (the settings were validated against the default).
-        """
-        key = str(model_type or "")
-        cached = self._profiles.get(key)
-        if cached is not None:
-            return cached
-        overrides = self.settings.profile_overrides or None
-        if self.settings.profile:  # validated when the settings were made
-            profile = load_profile_file(self.settings.profile, overrides)
-            self._profiles[key] = profile
-            return profile
-        try:
-            profile = load_profile(key, overrides)
-        except ValueError as exc:
-            _logger.warning(
-                "CoreVital profile overrides do not apply to model type %r (%s); using its own profile", key, exc
-            )
-            profile = load_profile(key)
-        self._profiles[key] = profile
-        return profile
+        return self.profiles.for_model_type(model_type)
 
     def profile_for(self, model) -> Profile:
-        config = getattr(model, "config", None)
-        return self.profile(getattr(config, "model_type", "") or "")
+        return self.profiles.for_model(model)
 
     def capture_thresholds(self, profile: Profile | None = None) -> dict:
-        """The CaptureOptions keyword arguments that come from the profile."""
-        profile = profile or self.profile()
-        return {
-            "collapsed_head_entropy_bits": float(profile.collapsed_head_entropy_bits),
-            "focused_head_concentration": float(profile.focused_head_concentration),
-        }
+        return capture_thresholds(profile or self.profile())
 
     # -- one generate call ---------------------------------------------------------------------
 
@@ -103,7 +72,9 @@ class HealthRecorder:
         prompt_summaries=None,
         conversations=None,
         step_times_ns=(),
+        analysis: RunAnalysis | None = None,
     ) -> None:
+        """Health telemetry of one call; `analysis`: the call's analysis when already computed."""
         entropy = summaries.logit("entropy")[summaries.valid]
         for value in entropy[np.isfinite(entropy) & (entropy >= 0)].tolist():  # the SDK refuses negatives
             self.instruments.logits_entropy.record(value, metric_attributes)
@@ -111,7 +82,8 @@ class HealthRecorder:
             span.set_attribute(attrs.ATTENTION_UNAVAILABLE_REASON, summaries.attention_unavailable_reason)
 
         profile = profile or self.profile(summaries.model_type)
-        analysis = analyze(summaries, profile)
+        if analysis is None:
+            analysis = analyze(summaries, profile)
         aggregate = analysis.aggregate
 
         risk = events.finite_float(aggregate.risk_score)
