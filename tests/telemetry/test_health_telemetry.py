@@ -24,7 +24,8 @@ from opentelemetry_instrumentation_corevital.telemetry import health as health_m
 from opentelemetry_instrumentation_corevital.telemetry import payload as payload_module
 from opentelemetry_instrumentation_corevital.telemetry.health import HealthRecorder
 from tests.conftest import VOCAB, build_gpt2, build_llama, prompt_ids
-from tests.test_spans import span_strings, tiny_tokenizer
+from tests.support.spans import span_strings
+from tests.support.tokenizers import tiny_tokenizer
 
 # -- names (spelled out: the contract, not the code's constants) ---------------------------
 
