@@ -8,7 +8,6 @@ override "calibrated" for them, which also exercises the `profile_overrides` wir
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -76,7 +75,6 @@ CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # Random weights: ~8 bits of entropy and tiny margins at every step. With entropy counted as
 # high only above 9 bits and a lower bias, such a run scores ~0.02 (healthy); NaN still scores 1.
 TINY_PROFILE = {"high_entropy_bits": 9.0, "risk_model": {"bias": -12.0}}
-PAYLOAD_AVAILABLE = importlib.util.find_spec("opentelemetry_instrumentation_corevital.telemetry.payload") is not None
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -506,8 +504,7 @@ def test_on_risk_nan_run_has_payload(llama, telemetry, instrument):
     span = telemetry.only_span()
     assert ERROR not in span.attributes, span.attributes.get(ERROR)
     assert span.attributes[PAYLOAD_ATTACHED] is True
-    if PAYLOAD_AVAILABLE:
-        assert payload_events(span)
+    assert payload_events(span)
     assert evaluation(span, telemetry)
 
 
