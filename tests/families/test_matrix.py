@@ -23,7 +23,7 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
-from tests.capture.helpers import capture
+from tests.support.capture import capture
 from tests.families.zoo import ASSISTANT, EOS, FAMILIES, PAD, SPECULATIVE, STEPS, Family, family, inputs, models
 
 PADDING = 2
