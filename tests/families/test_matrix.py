@@ -23,8 +23,8 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
-from tests.support.capture import capture
 from tests.families.zoo import ASSISTANT, EOS, FAMILIES, PAD, SPECULATIVE, STEPS, Family, family, inputs, models
+from tests.support.capture import capture
 
 PADDING = 2
 ENTROPY_ATOL = 1e-4
