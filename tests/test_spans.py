@@ -3,17 +3,16 @@ context propagation, pipelines and content capture (real tiny models, real SDK).
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import tokenizers
 import torch
 import transformers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from tests.conftest import VOCAB, build_gpt2, build_llama, prompt_ids
+from tests.conftest import build_gpt2, build_llama, prompt_ids
+from tests.support.spans import messages, span_strings
+from tests.support.tokenizers import tiny_tokenizer
 
 OPERATION = "gen_ai.operation.name"
 PROVIDER = "gen_ai.provider.name"
@@ -53,56 +52,6 @@ def left_padded_batch(seed=1, length=6, pads=2):
     ids[1, :pads] = PAD
     mask[1, :pads] = 0
     return ids, mask
-
-
-def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A hub-free word-level tokenizer whose ids match the tiny models' VOCAB: "zq17" <-> 17."""
-    specials = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
-    words = specials + [f"zq{i}" for i in range(len(specials), VOCAB)]
-    backend = tokenizers.Tokenizer(
-        tokenizers.models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]")
-    )
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    backend.decoder = tokenizers.decoders.WordPiece()  # joins words with spaces
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
-        unk_token="[UNK]", padding_side="left",
-    )
-
-
-def messages(value) -> list[dict]:
-    """A message attribute as plain lists and dicts: spans carry JSON strings (what Langfuse and
-    Phoenix parse), log events structured values (the SDK keeps tuples)."""
-    def plain(item):
-        if isinstance(item, dict):
-            return {key: plain(inner) for key, inner in item.items()}
-        if isinstance(item, (tuple, list)):
-            return [plain(inner) for inner in item]
-        return item
-
-    return json.loads(value) if isinstance(value, str) else plain(value)
-
-
-def span_strings(span) -> list[str]:
-    """Every string carried by the span: attribute values and event names/attribute values."""
-    found = []
-
-    def add(value):
-        if isinstance(value, str):
-            found.append(value)
-        elif isinstance(value, (tuple, list)):
-            for item in value:
-                add(item)
-
-    for value in span.attributes.values():
-        add(value)
-    for event in span.events:
-        found.append(event.name)
-        for key, value in (event.attributes or {}).items():
-            # base64 of numeric arrays can spell anything; tests/telemetry/test_payload.py decodes them
-            if key != "corevital.payload.data":
-                add(value)
-    return found
 
 
 def span_values(span) -> list:

@@ -148,5 +148,4 @@ def one_sequence(summaries, i: int):
         logits=take(summaries.logits), token_ids=take(summaries.token_ids), valid=take(summaries.valid),
         hidden=take(summaries.hidden), attention=take(summaries.attention),
         cross_attention=take(summaries.cross_attention), repetition_cosine=take(summaries.repetition_cosine),
-        extras={},
     )

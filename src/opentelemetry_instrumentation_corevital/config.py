@@ -15,7 +15,9 @@ from typing import Callable, Mapping
 
 _logger = logging.getLogger(__name__)
 
-CAPTURE_MODES = ("off", "summary", "full", "on_risk")
+MODE_OFF, MODE_SUMMARY, MODE_FULL, MODE_ON_RISK = "off", "summary", "full", "on_risk"
+CAPTURE_MODES = (MODE_OFF, MODE_SUMMARY, MODE_FULL, MODE_ON_RISK)
+DEFAULT_PAYLOAD_MAX_BYTES = 512 * 1024
 ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
 CAPTURE_MESSAGE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -133,10 +135,10 @@ class Settings:
     context); `full` and `on_risk` always compute them on every step.
     """
 
-    capture_mode: str = "summary"
+    capture_mode: str = MODE_SUMMARY
     risk_threshold: float = 0.7
     max_step_events: int = 64
-    payload_max_bytes: int = 512 * 1024
+    payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES
     attention_every: int = 4
     # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
     # content_on_events / content_captured, never its truthiness
@@ -161,11 +163,22 @@ class Settings:
 
     @property
     def probes_enabled(self) -> bool:
-        return self.capture_mode != "off"
+        return self.capture_mode != MODE_OFF
 
     @property
     def attention_stride(self) -> int:
-        return self.attention_every if self.capture_mode == "summary" else 1
+        return self.attention_every if self.capture_mode == MODE_SUMMARY else 1
+
+    @property
+    def full_trace_possible(self) -> bool:
+        """`full` and `on_risk`: prompt telemetry is taken and the full-trace payload may ride along."""
+        return self.capture_mode in (MODE_FULL, MODE_ON_RISK)
+
+    def full_trace_wanted(self, risk_score: float, critical: bool) -> bool:
+        """`full` always; `on_risk` when the risk reaches the threshold or a critical flag is raised."""
+        if self.capture_mode == MODE_FULL:
+            return True
+        return self.capture_mode == MODE_ON_RISK and (critical or risk_score >= self.risk_threshold)
 
     @classmethod
     def resolve(cls, overrides: dict | None = None, environ: dict | None = None) -> "Settings":

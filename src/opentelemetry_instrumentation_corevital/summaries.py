@@ -49,7 +49,6 @@ class RunSummaries:
     num_heads: int = 0
     model_type: str = ""
     attention_unavailable_reason: str | None = None
-    extras: dict = field(default_factory=dict)
 
     @property
     def num_sequences(self) -> int:
@@ -83,3 +82,21 @@ class RunSummaries:
             valid=np.zeros((n, 0), bool),
             hidden=np.zeros((n, 0, num_layers, len(HIDDEN_STATS)), np.float32),
         )
+
+
+@dataclass
+class PromptSummaries:
+    """Host arrays, one entry per unique prompt row.
+
+    surprisal: [P-1] bits of each prompt token given the ones before it (decoder-only).
+    layer_transformation: [L] 1 - mean cosine(layer input, layer output) over prompt positions.
+    basin: [L, H] mean attention on the middle third of keys / mean on the outer thirds.
+    sparse: per layer, (query idx [H, C], key idx [H, C], weight [H, C]); unused slots have weight 0.
+    sparse_cap: the per-head entry cap a payload's byte budget imposed (None: not reduced).
+    """
+
+    surprisal: list[np.ndarray] = field(default_factory=list)
+    layer_transformation: list[np.ndarray] = field(default_factory=list)
+    basin: list[np.ndarray] = field(default_factory=list)
+    sparse: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
+    sparse_cap: int | None = None

@@ -2,7 +2,7 @@ from opentelemetry_instrumentation_corevital.analysis import HealthFlags, analyz
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from opentelemetry_instrumentation_corevital.summaries import RunSummaries
 
-from .builders import hidden_column, logit_column, make_run
+from tests.support.summaries import hidden_column, logit_column, make_run
 
 PROFILE = load_profile("default")
 

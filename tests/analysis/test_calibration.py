@@ -14,7 +14,7 @@ from opentelemetry_instrumentation_corevital.analysis.calibration import (
 )
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import make_run
+from tests.support.summaries import make_run
 
 LOOP = "I am a cat. I am a cat. I am a cat. I am a cat. I am a cat."
 

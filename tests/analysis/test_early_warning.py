@@ -4,7 +4,7 @@ import pytest
 from opentelemetry_instrumentation_corevital.analysis import EarlyWarning, early_warning
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import hidden_column, logit_column, make_run, set_tokens
+from tests.support.summaries import hidden_column, logit_column, make_run, set_tokens
 
 PROFILE = load_profile("default")  # window 8
 ENTROPY = logit_column("entropy")

@@ -6,7 +6,7 @@ import pytest
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, fingerprint, prompt_hash
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import hidden_column, logit_column, make_run, set_tokens
+from tests.support.summaries import hidden_column, logit_column, make_run, set_tokens
 
 PROFILE = load_profile("default")
 

@@ -3,7 +3,7 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import HealthFlags, analyze, health_flags
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import attention_column, hidden_column, logit_column, make_run
+from tests.support.summaries import attention_column, hidden_column, logit_column, make_run
 
 PROFILE = load_profile("default")
 L2 = hidden_column("l2_norm")

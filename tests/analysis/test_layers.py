@@ -3,7 +3,7 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import blamed_layers
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import attention_column, hidden_column, make_run
+from tests.support.summaries import attention_column, hidden_column, make_run
 
 PROFILE = load_profile("default")
 COLLAPSED = attention_column("collapsed_heads")

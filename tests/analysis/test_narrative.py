@@ -5,7 +5,7 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import analyze
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import attention_column, hidden_column, logit_column, make_run, set_tokens
+from tests.support.summaries import attention_column, hidden_column, logit_column, make_run, set_tokens
 
 PROFILE = load_profile("default")
 

@@ -3,7 +3,7 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import Repetition, analyze, repetition_loop
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .builders import PLAIN_COSINE, make_run, set_tokens
+from tests.support.summaries import PLAIN_COSINE, make_run, set_tokens
 
 PROFILE = load_profile("default")
 PHRASE = [7, 8, 9, 10]  # "I'm a cat ."

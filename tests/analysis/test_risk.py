@@ -12,7 +12,7 @@ from opentelemetry_instrumentation_corevital.analysis import (
 )
 from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, load_profile
 
-from .builders import logit_column, make_run, set_tokens
+from tests.support.summaries import logit_column, make_run, set_tokens
 
 PROFILE = load_profile("default")
 STEPS = 60

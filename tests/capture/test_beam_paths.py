@@ -8,8 +8,8 @@ the full rows, and each row's parent is the earlier row its prefix came from.
 import pytest
 import torch
 
-from tests.capture.helpers import capture, entropy_bits, surprisal_bits
 from tests.conftest import prompt_ids
+from tests.support.capture import capture, entropy_bits, surprisal_bits
 
 STEPS = 5
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.capture.helpers import capture
+from tests.support.capture import capture
 
 
 def _hook_count(model):

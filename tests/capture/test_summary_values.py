@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import build_llama, prompt_ids
-from tests.capture.helpers import capture, entropy_bits, surprisal_bits
+from tests.support.capture import capture, entropy_bits, surprisal_bits
 
 STEPS = 6
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_gpt2, build_llama
-from tests.test_spans import tiny_tokenizer
+from tests.support.tokenizers import tiny_tokenizer
 
 CLI_MODULE = "opentelemetry_instrumentation_corevital.cli"
 

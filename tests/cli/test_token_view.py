@@ -31,7 +31,7 @@ from opentelemetry_instrumentation_corevital.html_report.tokens import TOKEN_TEX
 from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.conftest import VOCAB, prompt_ids
-from tests.test_spans import tiny_tokenizer
+from tests.support.tokenizers import tiny_tokenizer
 
 from .browser import pixels, visit
 from .conftest import cli_env, cli_main, save_tiny

@@ -19,7 +19,7 @@ import yaml
 
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from opentelemetry_instrumentation_corevital.telemetry import metrics as cv_metrics
-from tests.delivery.support import COLLECTOR_CONFIG, require_binary
+from tests.support.delivery import COLLECTOR_CONFIG, require_binary
 
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions")
 # Component types of the Collector contrib distribution that these configs may use.

@@ -33,7 +33,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from opentelemetry_instrumentation_corevital.telemetry import metrics as cv_metrics
-from tests.delivery.support import (
+from tests.support.delivery import (
     APP_TIMEOUT_S, LOOPBACK, app_env, background, free_port, instrumented_app, log_tail, require_module,
     wait_for_port,
 )

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.delivery.support import (
+from tests.support.delivery import (
     COLLECTOR_CONFIG, LOOPBACK, app_env, background, free_port, instrumented_app, log_tail, require_binary,
     wait_for_port,
 )

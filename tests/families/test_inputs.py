@@ -7,8 +7,7 @@ import torch
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
-from tests.families.test_matrix import STEPS, _models
-from tests.families.zoo import PROMPT_LENGTH, family, inputs
+from tests.families.zoo import PROMPT_LENGTH, STEPS, family, inputs, models
 
 
 def _token_usage(telemetry) -> dict[str, int]:
@@ -17,7 +16,7 @@ def _token_usage(telemetry) -> dict[str, int]:
 
 
 def test_inputs_embeds_without_a_mask_count_their_positions_and_get_health(telemetry, instrument):
-    model = _models("llama")[0]
+    model = models("llama")[0]
     embeds = model.get_input_embeddings()(inputs(family("llama"))["input_ids"]).detach()
     instrument()
     with torch.no_grad():
@@ -32,7 +31,7 @@ def test_inputs_embeds_without_a_mask_count_their_positions_and_get_health(telem
 
 
 def test_left_padded_inputs_embeds_count_real_tokens(telemetry, instrument):
-    model = _models("llama")[0]
+    model = models("llama")[0]
     ids = torch.cat([inputs(family("llama"))["input_ids"]] * 2)
     mask = torch.ones_like(ids)
     mask[1, :2] = 0
@@ -46,7 +45,7 @@ def test_left_padded_inputs_embeds_count_real_tokens(telemetry, instrument):
 
 
 def test_whisper_audio_features_are_not_counted_as_tokens(telemetry, instrument):
-    model = _models("whisper")[0]
+    model = models("whisper")[0]
     instrument()
     with torch.no_grad():
         output = model.generate(inputs(family("whisper"))["input_features"], max_new_tokens=STEPS)
@@ -60,7 +59,7 @@ def test_whisper_audio_features_are_not_counted_as_tokens(telemetry, instrument)
 
 def test_inputs_embeds_next_to_input_ids_describe_the_new_tokens(telemetry, instrument):
     """generate returns the ids followed by the new tokens; the steps must be the new tokens."""
-    model = _models("llama")[0]
+    model = models("llama")[0]
     given = inputs(family("llama"))
     embeds = model.get_input_embeddings()(given["input_ids"]).detach()
     kwargs = dict(inputs_embeds=embeds, attention_mask=given["attention_mask"], max_new_tokens=STEPS, do_sample=False)

@@ -12,7 +12,6 @@ is captured per decoder layer.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -24,12 +23,10 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
-from tests.capture.helpers import capture
-from tests.families.zoo import EOS, FAMILIES, PAD, SPECULATIVE, Family, build, family, inputs
+from tests.families.zoo import ASSISTANT, EOS, FAMILIES, PAD, SPECULATIVE, STEPS, Family, family, inputs, models
+from tests.support.capture import capture
 
-STEPS = 5
 PADDING = 2
-ASSISTANT = "llama"  # drafts for every decoder family in assisted mode (all share the vocabulary)
 ENTROPY_ATOL = 1e-4
 
 MODES = {
@@ -69,15 +66,6 @@ def _applies(f: Family, mode: str) -> str | None:
 CASES = [(f.name, mode) for f in FAMILIES for mode in MODES if _applies(f, mode) is None]
 
 
-@functools.lru_cache(maxsize=None)
-def _models(name: str):
-    f = family(name)
-    default = build(f)
-    attn = default.config._attn_implementation
-    eager = build(f, "eager") if attn != "eager" else default
-    return default, eager
-
-
 def _kwargs(f: Family, mode: str, model) -> dict:
     kwargs = {**inputs(f), **MODES[mode], "max_new_tokens": STEPS}
     if mode == "padded":
@@ -87,7 +75,7 @@ def _kwargs(f: Family, mode: str, model) -> dict:
     if mode == "embeds":
         kwargs["inputs_embeds"] = model.get_input_embeddings()(kwargs.pop("input_ids")).detach()
     if mode == "assisted":
-        kwargs["assistant_model"] = _models(ASSISTANT)[0]
+        kwargs["assistant_model"] = models(ASSISTANT)[0]
     return kwargs
 
 
@@ -117,7 +105,7 @@ class Run:
     """One instrumented call next to its uninstrumented reference."""
 
     def __init__(self, f: Family, mode: str, telemetry):
-        model, self.eager = _models(f.name)
+        model, self.eager = models(f.name)
         self.family, self.mode, self.model = f, mode, model
         self.kwargs = _kwargs(f, mode, model)
         self.expected = _generate(model, self.kwargs)

@@ -6,12 +6,11 @@ per-token health); here: the assistant stays an ordinary model outside that call
 
 import torch
 
-from tests.families.test_matrix import ASSISTANT, STEPS, _models
-from tests.families.zoo import family, inputs
+from tests.families.zoo import ASSISTANT, STEPS, family, inputs, models
 
 
 def test_the_assistant_called_directly_afterwards_gets_its_own_span(telemetry, instrument):
-    model, assistant = _models("gpt2")[0], _models(ASSISTANT)[0]
+    model, assistant = models("gpt2")[0], models(ASSISTANT)[0]
     instrument()
     kwargs = {**inputs(family("gpt2")), "max_new_tokens": STEPS, "do_sample": False}
     with torch.no_grad():
@@ -25,7 +24,7 @@ def test_the_assistant_called_directly_afterwards_gets_its_own_span(telemetry, i
 
 def test_self_speculative_decoding_is_one_call(telemetry, instrument):
     """assistant_early_exit drafts with the model's own first layers, through a nested generate on the same model."""
-    model = _models("llama")[0]
+    model = models("llama")[0]
     kwargs = {**inputs(family("llama")), "max_new_tokens": STEPS, "do_sample": False, "assistant_early_exit": 1}
     with torch.no_grad():
         expected = model.generate(**kwargs)

@@ -7,10 +7,14 @@ an eager twin can serve as the reference for the SDPA model.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
 import transformers
+
+STEPS = 5  # generated tokens per matrix case
+ASSISTANT = "llama"  # drafts for every decoder family in assisted mode (all share the vocabulary)
 
 VOCAB = 256
 PAD, BOS, EOS = 0, 1, 2
@@ -176,3 +180,13 @@ def build(family: Family, attn: str | None = None) -> torch.nn.Module:
 
 def family(name: str) -> Family:
     return next(f for f in FAMILIES if f.name == name)
+
+
+@functools.lru_cache(maxsize=None)
+def models(name: str):
+    """(default, eager) instances of a family, built once per test session."""
+    f = family(name)
+    default = build(f)
+    attn = default.config._attn_implementation
+    eager = build(f, "eager") if attn != "eager" else default
+    return default, eager

@@ -9,7 +9,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import WhitespaceSplit
 from transformers import PreTrainedTokenizerFast
 
-from .models import VOCAB, build_successor_llama, chain, cycle_after
+from tests.support.successor_model import VOCAB, build_successor_llama, chain, cycle_after
 
 LOOP_LEAD, LOOP_PERIOD = 6, 4
 LOOP_START_TOKEN, FLUENT_START_TOKEN = 10, 30

@@ -32,9 +32,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.phoenix import PhoenixRiskAnnotator
 from tests.conftest import build_gpt2, prompt_ids
-from tests.delivery.support import LOOPBACK, RANDOM_MODEL_PROFILE, ROOT, background, free_port, missing
-from tests.telemetry.test_semconv import CHAT, chat_tokenizer
-from tests.test_spans import tiny_tokenizer
+from tests.support.delivery import LOOPBACK, RANDOM_MODEL_PROFILE, ROOT, background, free_port, missing
+from tests.support.tokenizers import CHAT, chat_tokenizer, tiny_tokenizer
 
 PHOENIX_PYTHON = Path(os.environ.get("COREVITAL_PHOENIX_PYTHON", ROOT / ".phoenix-venv" / "bin" / "python"))
 SERVE = Path(__file__).resolve().parent / "serve_loopback.py"

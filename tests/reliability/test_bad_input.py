@@ -19,7 +19,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from opentelemetry_instrumentation_corevital.config import _OPTIONS, Settings
 from tests.conftest import VOCAB, build_llama, prompt_ids
-from tests.reliability.helpers import hook_count, our_warnings
+from tests.support.reliability import hook_count, our_warnings
 
 ERROR = "corevital.error"
 UNAVAILABLE = "corevital.attention.unavailable_reason"

@@ -22,7 +22,7 @@ from opentelemetry_instrumentation_corevital.analysis import prompt_hash
 from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.capture.session import CaptureSession, active_session
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.reliability.helpers import hook_count, no_eos
+from tests.support.reliability import hook_count, no_eos
 
 THREADS = 8
 CALLS_PER_THREAD = 4

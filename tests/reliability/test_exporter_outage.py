@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tests.conftest import build_gpt2, prompt_ids
-from tests.reliability.helpers import OTLPReceiver, exported_spans
+from tests.support.reliability import OTLPReceiver, exported_spans
 
 APP = Path(__file__).with_name("outage_app.py")
 REPO = APP.parents[2]

@@ -23,7 +23,7 @@ from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.telemetry import events, payload
 from opentelemetry_instrumentation_corevital.telemetry import health as health_telemetry
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.reliability.helpers import hook_count, no_eos, our_warnings
+from tests.support.reliability import hook_count, no_eos, our_warnings
 
 ERROR = "corevital.error"
 RISK = "corevital.risk.score"

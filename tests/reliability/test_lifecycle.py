@@ -18,7 +18,7 @@ from transformers.modeling_utils import AttentionInterface
 from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.capture.session import CaptureSession, active_session
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.reliability.helpers import hook_count, no_eos
+from tests.support.reliability import hook_count, no_eos
 
 WAIT_S = 60
 

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from tests.conftest import VOCAB, build_llama
-from tests.reliability.helpers import OTLPReceiver, exported_spans
+from tests.support.reliability import OTLPReceiver, exported_spans
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 PREFIX = "privy"

@@ -25,7 +25,7 @@ from opentelemetry_instrumentation_corevital.config import Settings
 from opentelemetry_instrumentation_corevital.generate_call import GenerateCall, GenerateResult
 from opentelemetry_instrumentation_corevital.telemetry.health import HealthRecorder
 from opentelemetry_instrumentation_corevital.telemetry.metrics import Instruments
-from tests.analysis.test_properties import ANY_FLOAT32, PROFILE, run_summaries
+from tests.support.strategies import ANY_FLOAT32, PROFILE, run_summaries
 
 ANY_FLOAT = st.one_of(st.floats(), st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1e300]))
 LABELS = ("healthy", "warning", "critical")

@@ -8,7 +8,6 @@ override "calibrated" for them, which also exercises the `profile_overrides` wir
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -21,9 +20,11 @@ import transformers
 
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, prompt_hash
 from opentelemetry_instrumentation_corevital.telemetry import health as health_module
+from opentelemetry_instrumentation_corevital.telemetry import payload as payload_module
 from opentelemetry_instrumentation_corevital.telemetry.health import HealthRecorder
 from tests.conftest import VOCAB, build_gpt2, build_llama, prompt_ids
-from tests.test_spans import span_strings, tiny_tokenizer
+from tests.support.spans import span_strings
+from tests.support.tokenizers import tiny_tokenizer
 
 # -- names (spelled out: the contract, not the code's constants) ---------------------------
 
@@ -74,7 +75,6 @@ CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 # Random weights: ~8 bits of entropy and tiny margins at every step. With entropy counted as
 # high only above 9 bits and a lower bias, such a run scores ~0.02 (healthy); NaN still scores 1.
 TINY_PROFILE = {"high_entropy_bits": 9.0, "risk_model": {"bias": -12.0}}
-PAYLOAD_AVAILABLE = importlib.util.find_spec("opentelemetry_instrumentation_corevital.telemetry.payload") is not None
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -504,8 +504,7 @@ def test_on_risk_nan_run_has_payload(llama, telemetry, instrument):
     span = telemetry.only_span()
     assert ERROR not in span.attributes, span.attributes.get(ERROR)
     assert span.attributes[PAYLOAD_ATTACHED] is True
-    if PAYLOAD_AVAILABLE:
-        assert payload_events(span)
+    assert payload_events(span)
     assert evaluation(span, telemetry)
 
 
@@ -535,7 +534,7 @@ def test_on_risk_decision_with_a_stand_in_encoder(llama, telemetry, instrument, 
         calls.append((summaries.num_steps, prompt_summaries, analysis.aggregate.risk_score, max_bytes))
         return [("corevital.payload.test", {"n": 1})], {"corevital.payload.bytes": 10}
 
-    monkeypatch.setattr(HealthRecorder, "_payload_encoder", lambda self: encoder)
+    monkeypatch.setattr(payload_module, "payload_events", encoder)
     instrument(capture_mode="on_risk", profile_overrides=TINY_PROFILE, payload_max_bytes=4096)
     llama.generate(prompt_ids(), max_new_tokens=4, do_sample=False)
     with InjectNaN(llama.model.layers[1]):

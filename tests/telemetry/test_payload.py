@@ -3,154 +3,26 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import SpanLimits
 
 from opentelemetry_instrumentation_corevital.analysis import analyze
-from opentelemetry_instrumentation_corevital.summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
+from opentelemetry_instrumentation_corevital.summaries import HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from opentelemetry_instrumentation_corevital.telemetry import payload as P
 from opentelemetry_instrumentation_corevital.telemetry.payload import decode_payload, event_size, payload_events
+from tests.support.payload_runs import (
+    F16,
+    assert_prompt_round_trip,
+    assert_summaries_round_trip,
+    bare_otlp_size,
+    export_span,
+    synthetic_run,
+)
 
 BUDGET = 512 * 1024
-F16 = dict(rtol=2.0**-11, atol=2.0**-24)  # float16 rounding (normal and subnormal range)
-
-
-# -- inputs -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Prompt:
-    """Same layout as capture's PromptSummaries (which lives next to torch code)."""
-
-    surprisal: list = field(default_factory=list)
-    layer_transformation: list = field(default_factory=list)
-    basin: list = field(default_factory=list)
-    sparse: list = field(default_factory=list)
-
-
-def synthetic_run(sequences=2, steps=40, layers=4, heads=4, prompt_rows=2, prompt_length=24, cap=32, seed=0):
-    """RunSummaries + prompt telemetry with the awkward values a real run can hold."""
-    rng = np.random.default_rng(seed)
-    n, s, L = sequences, steps, layers
-    logits = np.zeros((n, s, len(LOGIT_STATS)), np.float32)
-    logits[..., LOGIT_STATS.index("entropy")] = rng.uniform(0, 12, (n, s))
-    logits[..., LOGIT_STATS.index("margin")] = rng.uniform(0, 1, (n, s))
-    logits[..., LOGIT_STATS.index("topk_mass")] = rng.uniform(0, 1, (n, s))
-    logits[..., LOGIT_STATS.index("max_prob")] = rng.uniform(0, 1, (n, s))
-    logits[..., LOGIT_STATS.index("surprisal")] = rng.uniform(0, 30, (n, s))
-    logits[0, 3, LOGIT_STATS.index("surprisal")] = np.inf  # probability underflowed to 0
-    logits[0, 5, LOGIT_STATS.index("nan_count")] = 7
-    valid = np.ones((n, s), bool)
-    valid[-1, s - 5 :] = False  # finished early: post-EOS padding is NaN
-    logits[-1, s - 5 :] = np.nan
-    hidden = np.zeros((n, s, L, len(HIDDEN_STATS)), np.float32)
-    hidden[..., 0] = rng.normal(0, 0.1, (n, s, L))
-    hidden[..., 1] = rng.uniform(0.5, 3, (n, s, L))
-    hidden[..., 2] = rng.uniform(10, 200, (n, s, L))
-    hidden[0, 0, :, 2] = 3.0e5  # the prompt step's norms dwarf float16's range
-    hidden[..., 3] = rng.uniform(1, 50, (n, s, L))
-    hidden[-1, s - 5 :] = np.nan
-    attention = np.zeros((n, s, L, len(ATTENTION_STATS)), np.float32)
-    attention[..., :3] = np.sort(rng.uniform(0, 6, (n, s, L, 3)), -1)
-    attention[..., 3:5] = np.sort(rng.uniform(0, 1, (n, s, L, 2)), -1)
-    attention[..., 5:] = rng.integers(0, heads + 1, (n, s, L, 2))
-    attention[:, 1::2] = np.nan  # attention_every = 2: odd steps not observed
-    cosine = rng.uniform(0.99, 1.0, (n, s, 32)).astype(np.float32)
-    for lag in range(32):
-        cosine[:, : lag + 1, lag] = np.nan
-    summaries = RunSummaries(
-        logits=logits,
-        token_ids=rng.integers(0, 70_000, (n, s)),
-        valid=valid,
-        hidden=hidden,
-        attention=attention,
-        repetition_cosine=cosine,
-        num_heads=heads,
-        model_type="llama",
-    )
-    prompt = Prompt()
-    for _ in range(prompt_rows):
-        prompt.surprisal.append(rng.uniform(0, 16, prompt_length - 1).astype(np.float32))
-        prompt.layer_transformation.append(rng.uniform(0, 1, L).astype(np.float32))
-        basin = rng.uniform(0, 3, (L, heads)).astype(np.float32)
-        basin[0, 0] = 1e10  # no mass on the outer thirds
-        prompt.basin.append(basin)
-        row = []
-        for _ in range(L):
-            query = rng.integers(0, prompt_length, (heads, cap)).astype(np.int32)
-            key = np.minimum(rng.integers(0, prompt_length, (heads, cap)), query).astype(np.int32)
-            weight = rng.uniform(0.011, 1, (heads, cap)).astype(np.float32)
-            weight[:, cap // 2 :] = 0  # unused slots
-            weight[0, cap // 4 :] = 0  # a head with fewer strong weights
-            row.append((query, key, weight))
-        prompt.sparse.append(row)
-    return summaries, prompt
-
-
-def _kept_entries(query, key, weight, cap=None):
-    """{(query, key): weight} of one head's strongest `cap` entries above zero."""
-    order = np.argsort(-weight, kind="stable")
-    kept = [i for i in order if weight[i] > 0][:cap]
-    return {(int(query[i]), int(key[i])): float(weight[i]) for i in kept}
-
-
-def _assert_prompt_round_trip(original, decoded, cap=None):
-    for r in range(len(original.basin)):
-        np.testing.assert_allclose(decoded.surprisal[r], original.surprisal[r], **F16)
-        np.testing.assert_allclose(decoded.layer_transformation[r], original.layer_transformation[r], **F16)
-        basin = original.basin[r]
-        expected_dtype_tolerance = F16 if np.abs(basin).max() <= 65504 else dict(rtol=0, atol=0)
-        np.testing.assert_allclose(decoded.basin[r], basin, **expected_dtype_tolerance)
-        for layer, (q, k, w) in enumerate(original.sparse[r]):
-            dq, dk, dw = decoded.sparse[r][layer]
-            for h in range(w.shape[0]):
-                want = _kept_entries(q[h], k[h], w[h], cap)
-                got = _kept_entries(dq[h], dk[h], dw[h])
-                assert set(got) == set(want)
-                np.testing.assert_allclose([got[x] for x in want], list(want.values()), **F16)
-
-
-def _assert_summaries_round_trip(original: RunSummaries, decoded: RunSummaries):
-    # content capture is off by default: the payload carries the token pattern, not the ids
-    np.testing.assert_array_equal(decoded.token_ids, P.token_pattern(original.token_ids))
-    np.testing.assert_array_equal(decoded.valid, original.valid)
-    np.testing.assert_allclose(decoded.logits, original.logits, equal_nan=True, **F16)
-    counts = [LOGIT_STATS.index("nan_count"), LOGIT_STATS.index("inf_count")]
-    np.testing.assert_array_equal(decoded.logits[..., counts], original.logits[..., counts])
-    norms = [HIDDEN_STATS.index("l2_norm"), HIDDEN_STATS.index("max_abs")]
-    np.testing.assert_array_equal(decoded.hidden[..., norms], original.hidden[..., norms])  # float32: exact
-    np.testing.assert_allclose(decoded.hidden, original.hidden, equal_nan=True, **F16)
-    np.testing.assert_allclose(decoded.attention, original.attention, equal_nan=True, **F16)
-    np.testing.assert_array_equal(decoded.repetition_cosine, original.repetition_cosine)  # float32: exact
-    assert decoded.num_heads == original.num_heads
-    assert decoded.model_type == original.model_type
-
-
-# -- the real SDK -------------------------------------------------------------------------------
-
-
-def export_span(events, limits=None, attributes=None):
-    """Attach events to a span of a real TracerProvider; return (finished span, OTLP bytes)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(span_limits=limits) if limits else TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    span = provider.get_tracer("test").start_span("text_completion tiny", attributes=attributes or {})
-    for name, event_attributes in events:
-        span.add_event(name, event_attributes)
-    span.end()
-    (finished,) = exporter.get_finished_spans()
-    return finished, encode_spans([finished]).SerializeToString()
-
-
-def _bare_otlp_size(attributes=None) -> int:
-    return len(export_span([], attributes=attributes)[1])
 
 
 # -- synthetic round trip -------------------------------------------------------------------
@@ -167,8 +39,8 @@ def test_encode_decode_round_trip_within_dtype_tolerances():
     assert decoded.sections == [
         "steps", "analysis", "layers", "attention", "repetition", "prompt", "prompt_attention"
     ]
-    _assert_summaries_round_trip(summaries, decoded.summaries())
-    _assert_prompt_round_trip(prompt, decoded.prompt())
+    assert_summaries_round_trip(summaries, decoded.summaries())
+    assert_prompt_round_trip(prompt, decoded.prompt())
     assert decoded.analysis["aggregate"]["risk_score"] == pytest.approx(analysis.aggregate.risk_score)
     assert [s["label"] for s in decoded.analysis["sequences"]] == [s.label for s in analysis.sequences]
 
@@ -207,7 +79,7 @@ def test_data_is_chunked_for_attribute_length_limits():
     span, _ = export_span(events, limits=SpanLimits(max_attribute_length=2048))
     decoded = decode_payload(span.events)
     assert decoded.problems == []
-    _assert_summaries_round_trip(summaries, decoded.summaries())
+    assert_summaries_round_trip(summaries, decoded.summaries())
 
 
 def test_event_count_and_attributes_stay_within_sdk_defaults_for_any_batch():
@@ -235,7 +107,7 @@ def test_sizes_are_exact_otlp_protobuf_sizes():
     summaries, prompt = synthetic_run()
     events, info = payload_events(summaries, prompt, analyze(summaries), BUDGET)
     _, encoded = export_span(events)
-    growth = len(encoded) - _bare_otlp_size()
+    growth = len(encoded) - bare_otlp_size()
     # the events themselves, plus a few bytes of longer length prefixes of the enclosing messages
     assert info[P.PAYLOAD_BYTES] <= growth <= info[P.PAYLOAD_BYTES] + 8
     assert info[P.PAYLOAD_BYTES] == sum(event_size(*event) for event in events)
@@ -256,8 +128,8 @@ def test_over_budget_first_reduces_the_sparse_attention_cap():
     decoded = decode_payload(events)
     assert decoded.sparse_cap == cap and 1 <= cap < 16
     assert decoded.header[P.TRUNCATED] == [note]
-    _assert_prompt_round_trip(prompt, decoded.prompt(), cap=cap)  # each head's strongest kept
-    _assert_summaries_round_trip(summaries, decoded.summaries())
+    assert_prompt_round_trip(prompt, decoded.prompt(), cap=cap)  # each head's strongest kept
+    assert_summaries_round_trip(summaries, decoded.summaries())
 
 
 def test_tiny_budget_drops_lower_priority_sections_and_records_them():
@@ -269,7 +141,7 @@ def test_tiny_budget_drops_lower_priority_sections_and_records_them():
     assert {"layers", "attention", "repetition"} <= set(info[P.PAYLOAD_TRUNCATED])
     assert set(decoded.sections).isdisjoint(info[P.PAYLOAD_TRUNCATED])
     _, encoded = export_span(events)
-    assert len(encoded) - _bare_otlp_size() <= 8 * 1024 + 8
+    assert len(encoded) - bare_otlp_size() <= 8 * 1024 + 8
 
 
 @pytest.mark.parametrize("budget", [0, 100, 431, 1_000, 3_000, 6_000, 20_000, 60_000, 120_000])
@@ -366,12 +238,12 @@ def test_256_step_12_layer_payload_fits_the_budget_and_survives_otlp(real_run):
     print(f"OTLP protobuf (whole span): {len(encoded)} bytes")
     assert len(encoded) < 4 * 1024 * 1024
     assert abs(len(encoded) - size) <= 0.03 * size
-    assert 0 <= len(encoded) - _bare_otlp_size(span_attributes) - size <= 8
+    assert 0 <= len(encoded) - bare_otlp_size(span_attributes) - size <= 8
 
     decoded = decode_payload(span.events)  # straight from what the SDK kept
     assert decoded.problems == []
-    _assert_summaries_round_trip(summaries, decoded.summaries())
-    _assert_prompt_round_trip(prompt, decoded.prompt())
+    assert_summaries_round_trip(summaries, decoded.summaries())
+    assert_prompt_round_trip(prompt, decoded.prompt())
 
 
 def test_256_step_payload_under_a_tiny_budget(real_run):

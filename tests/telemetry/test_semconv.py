@@ -1,7 +1,7 @@
 """GenAI semantic conventions v1.41.1 for in-process generation, and content without ceremony.
 
 Real tiny models, real transformers pipelines, the real OTel SDK. The chat tests use a
-byte-level tokenizer built here (every byte a token, ChatML special tokens, a ChatML chat
+byte-level tokenizer (tests/support/tokenizers.py) (every byte a token, ChatML special tokens, a ChatML chat
 template), which round-trips text exactly as real BPE tokenizers do, with no model hub.
 """
 
@@ -17,28 +17,11 @@ from opentelemetry.semconv.schemas import Schemas
 from transformers import LlamaConfig, LlamaForCausalLM, TextStreamer
 
 from tests.conftest import build_gpt2, prompt_ids
-from tests.test_spans import messages, tiny_tokenizer
+from tests.support.spans import messages
+from tests.support.tokenizers import CHAT, chat_tokenizer, tiny_tokenizer
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
-
-
-def chat_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = tokenizers.decoders.ByteLevel()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>"], padding_side="left",
-    )
-    tokenizer.chat_template = CHATML
-    return tokenizer
 
 
 @pytest.fixture(scope="module")

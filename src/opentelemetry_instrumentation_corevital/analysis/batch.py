@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..health_vocabulary import RISK_HEALTHY
 from ..profiles import WARNING_SIGNAL_NAMES, Profile, load_profile
 from ..summaries import RunSummaries
 from .early_warning import early_warning_of
@@ -45,7 +46,7 @@ class RunAggregate:
     """Span-level view of a batch: the worst sequence decides score and label."""
 
     risk_score: float = 0.0
-    label: str = "healthy"
+    label: str = RISK_HEALTHY
     risk_factors: list[str] = field(default_factory=list)
     flags: HealthFlags = field(default_factory=HealthFlags)
     blamed_layers: list[int] = field(default_factory=list)

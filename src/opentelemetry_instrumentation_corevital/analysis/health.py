@@ -10,10 +10,10 @@ cosine (repetition.py). So a model CoreVital has never seen is quiet on healthy 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ..health_vocabulary import HealthFlags
 from ..profiles import Profile
 from ..summaries import RunSummaries
 from .repetition import repetition_loop_of
@@ -22,32 +22,8 @@ from .sequence import SequenceView, sequence_view
 NAN_OR_INF = "nan_or_inf"  # the risk factor and warning signal for any NaN/Inf
 
 
-@dataclass(frozen=True)
-class HealthFlags:
-    nan_detected: bool = False
-    inf_detected: bool = False
-    attention_collapse_detected: bool = False
-    high_entropy_steps: int = 0
-    repetition_loop_detected: bool = False
-    mid_layer_anomaly_detected: bool = False
-
-    def raised(self) -> tuple[str, ...]:
-        """Names of the flags that are set (`high_entropy_steps` when above zero), in field order."""
-        return tuple(f.name for f in fields(self) if getattr(self, f.name))
-
-    @property
-    def any_raised(self) -> bool:
-        return bool(self.raised())
-
-    def merge(self, other: "HealthFlags") -> "HealthFlags":
-        """Flags of a batch: any sequence's flag raises it; high-entropy steps add up."""
-        merged = {f.name: getattr(self, f.name) or getattr(other, f.name) for f in fields(self)}
-        merged["high_entropy_steps"] = self.high_entropy_steps + other.high_entropy_steps
-        return HealthFlags(**merged)
-
-
 def layer_thirds(num_layers: int) -> tuple[slice, slice]:
-    """(early, middle) layer ranges: the first and second third, as in the original documents."""
+    """(early, middle) layer ranges: the first and the second third of the decoder layers."""
     return slice(0, num_layers // 3), slice(num_layers // 3, 2 * num_layers // 3)
 
 

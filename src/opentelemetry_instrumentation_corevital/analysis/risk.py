@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ..health_vocabulary import RISK_CRITICAL, RISK_HEALTHY, RISK_WARNING
 from ..profiles import Profile, load_profile
 from ..summaries import RunSummaries
 from .health import NAN_OR_INF, mid_layer_anomalies, nonfinite_steps
@@ -131,10 +132,10 @@ def risk_factors(features: Mapping[str, float], profile: Profile) -> list[str]:
 
 def risk_label(score: float, profile: Profile) -> str:
     if score >= profile.risk_threshold_critical:
-        return "critical"
+        return RISK_CRITICAL
     if score >= profile.risk_threshold_warning:
-        return "warning"
-    return "healthy"
+        return RISK_WARNING
+    return RISK_HEALTHY
 
 
 def _long_run_fraction(mask: np.ndarray, min_run: int) -> float:

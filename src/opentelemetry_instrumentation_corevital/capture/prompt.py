@@ -7,11 +7,11 @@ attention for one chunk exists at any time: never the (layers x heads x prompt^2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..summaries import PromptSummaries
 from .stats import LN2
 
 SPARSE_THRESHOLD = 0.01
@@ -24,22 +24,6 @@ _KEYS_PER_QUERY = 8
 _CHUNK_BYTES = 16 * 1024 * 1024  # bounds the transient per-chunk tensors (logits and scores, float32)
 
 
-@dataclass
-class PromptSummaries:
-    """Host arrays, one entry per unique prompt row.
-
-    surprisal: [P-1] bits of each prompt token given the ones before it (decoder-only).
-    layer_transformation: [L] 1 - mean cosine(layer input, layer output) over prompt positions.
-    basin: [L, H] mean attention on the middle third of keys / mean on the outer thirds.
-    sparse: per layer, (query idx [H, C], key idx [H, C], weight [H, C]); unused slots have weight 0.
-    """
-
-    surprisal: list[np.ndarray] = field(default_factory=list)
-    layer_transformation: list[np.ndarray] = field(default_factory=list)
-    basin: list[np.ndarray] = field(default_factory=list)
-    sparse: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
-
-
 class PromptProbe:
     """Collects prompt telemetry on the device; copied to the host once at the end."""
 
@@ -48,7 +32,6 @@ class PromptProbe:
         self.rows = rows
         # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
         self.real = real_prompt_tokens(attention_mask, rows, length)
-        self.num_layers = num_layers
         self.transformation: list[torch.Tensor | None] = [None] * num_layers
         self.basin: list[torch.Tensor | None] = [None] * num_layers
         self.sparse: list[tuple | None] = [None] * num_layers
@@ -58,7 +41,7 @@ class PromptProbe:
         cosine = torch.nn.functional.cosine_similarity(
             layer_input[self.rows].float(), layer_output[self.rows].float(), dim=-1
         )
-        real = self._real_tokens(cosine.shape[1], cosine.shape[1]).to(cosine.device)
+        real = self._real_tokens(cosine.shape[1]).to(cosine.device)
         self.transformation[layer] = 1.0 - (cosine * real).sum(-1) / real.sum(-1).clamp_min(1.0)
 
     def observe_attention(self, layer: int, query, key, mask, scaling, softcap=None) -> None:
@@ -89,7 +72,7 @@ class PromptProbe:
         self._summarise(layer, [(positions, probs)], probs.shape[3])
 
     def _summarise(self, layer: int, chunks, keys_length: int) -> None:
-        real = self._real_tokens(keys_length, keys_length)
+        real = self._real_tokens(keys_length)
         middle = _middle_third(real)[:, None, None, :]
         middle_sum = boundary_sum = 0.0
         best = None
@@ -105,7 +88,7 @@ class PromptProbe:
     def _row_count(self) -> int:
         return len(range(*self.rows.indices(self.rows.stop)))
 
-    def _real_tokens(self, length: int, keys_length: int) -> torch.Tensor:
+    def _real_tokens(self, keys_length: int) -> torch.Tensor:
         real = self.real
         if real is not None and real.shape[1] < keys_length:
             # a static cache's keys span the whole cache; the slots after the prompt are unfilled

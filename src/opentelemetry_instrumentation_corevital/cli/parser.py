@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import CAPTURE_MODES, MODE_OFF
 from ..store.schema import BUSY_TIMEOUT_S, DEFAULT_DB_PATH, RISK_LABELS
 from .errors import CliError
 
-CAPTURE_CHOICES = ("summary", "full", "on_risk")
+CAPTURE_CHOICES = tuple(mode for mode in CAPTURE_MODES if mode != MODE_OFF)  # a run without capture shows nothing
 
 
 class _Parser(argparse.ArgumentParser):

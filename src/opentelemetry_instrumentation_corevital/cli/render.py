@@ -14,13 +14,13 @@ import shutil
 import textwrap
 from datetime import datetime, timezone
 
-from ..html_report.series import rag_summary, step_series
+from ..health_vocabulary import RISK_CRITICAL, RISK_HEALTHY, RISK_WARNING
 from ..html_report.tokens import TOKEN_TEXT_KEY, Token, TokenText, completion_lines, prompt_tokens
 from ..report import Report
-from ..store.records import raised_flags
+from ..report.views import rag_summary, raised_flags, step_series
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_LABEL_COLOURS = {"healthy": "32", "warning": "33", "critical": "31"}  # green, yellow, red
+_LABEL_COLOURS = {RISK_HEALTHY: "32", RISK_WARNING: "33", RISK_CRITICAL: "31"}  # green, yellow, red
 SPARKLINE_WIDTH = 60
 #: per statistic: (upper bound in bits, ANSI colour, legend text), lowest band first
 COLOUR_BANDS = {

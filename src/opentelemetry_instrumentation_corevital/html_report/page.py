@@ -11,13 +11,13 @@ import math
 from datetime import datetime, timezone
 from html import escape
 
+from ..health_vocabulary import RISK_CRITICAL, RISK_HEALTHY, RISK_WARNING
 from ..report import Report
-from ..store.records import raised_flags
+from ..report.views import layer_grid, rag_summary, raised_flags, shown_sequence, step_series
 from . import svg, token_view
-from .series import layer_grid, rag_summary, shown_sequence, step_series
 from .tokens import TokenText
 
-_LABEL_CLASS = {"healthy": "ok", "warning": "warn", "critical": "bad"}
+_LABEL_CLASS = {RISK_HEALTHY: "ok", RISK_WARNING: "warn", RISK_CRITICAL: "bad"}
 _TIMELINES = (
     ("entropy", "Entropy (bits)", "entropy of the next-token distribution, raw logits"),
     ("surprisal", "Surprisal (bits)", "how unexpected the chosen token was"),

@@ -13,7 +13,7 @@ import math
 from html import escape
 
 from ..report import Report
-from .series import shown_sequence
+from ..report.views import shown_sequence
 from .tokens import SOURCE_EVENTS, Token, TokenLine, TokenText, completion_lines, prompt_tokens
 
 # pale blue -> yellow -> orange -> red: light enough for dark text on every stop

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..report import Report
+from ..report.views import STEP_STATS, step_series
 from ..store.records import TOKEN_TEXT_KEY
 from ..telemetry import attributes as attrs
-from .series import STEP_STATS, step_series
 
 __all__ = ["TOKEN_TEXT_KEY", "Token", "TokenLine", "TokenText", "completion_lines", "prompt_tokens"]
 SOURCE_LOCAL = "kept locally by corevital run"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..health_vocabulary import BOOLEAN_FLAGS, DISPLAY_ORDER, short_flag_name
 from ..telemetry import attributes as attrs
 
 if TYPE_CHECKING:
@@ -19,19 +20,12 @@ if TYPE_CHECKING:
 
 SCOPE_NAME = "opentelemetry_instrumentation_corevital"
 
-#: health flag name -> Report.health field, in display order
-FLAG_FIELDS = {
-    "nan": "nan_detected",
-    "inf": "inf_detected",
-    "attention_collapse": "attention_collapse_detected",
-    "repetition_loop": "repetition_loop_detected",
-    "mid_layer_anomaly": "mid_layer_anomaly_detected",
-}
-HIGH_ENTROPY_FLAG = "high_entropy"
+#: the store's flag name -> its boolean column (the HealthFlags field), in display order
+FLAG_FIELDS = {short_flag_name(name): name for name in BOOLEAN_FLAGS}
 #: sha256 of the whitespace-normalised prompt text alone (no model id), so that runs of
 #: different models on the same prompt can be compared; set by `corevital run`
 PROMPT_TEXT_HASH = "corevital.prompt.text_hash"
-FLAG_NAMES = (*FLAG_FIELDS, HIGH_ENTROPY_FLAG)
+FLAG_NAMES = tuple(short_flag_name(name) for name in DISPLAY_ORDER)
 #: document key of the run's text token by token, which `corevital run` keeps locally
 #: (html_report.tokens.TokenText); never part of the exported span
 TOKEN_TEXT_KEY = "token_text"
@@ -42,13 +36,6 @@ def is_corevital_span(span) -> bool:
     if scope is not None and scope.name.startswith(SCOPE_NAME):
         return True
     return attrs.CAPTURE_MODE in (span.attributes or {})
-
-
-def raised_flags(report: Report) -> list[str]:
-    flags = [name for name, field in FLAG_FIELDS.items() if getattr(report.health, field)]
-    if report.health.high_entropy_steps:
-        flags.append(HIGH_ENTROPY_FLAG)
-    return flags
 
 
 def span_document(span) -> dict[str, Any]:
@@ -94,6 +81,8 @@ def report_of_document(document: dict[str, Any]) -> Report:
 
 
 def run_row(document: dict[str, Any]) -> dict[str, Any]:
+    from ..report.views import raised_flags
+
     report = report_of_document(document)
     flags = raised_flags(report)
     return {

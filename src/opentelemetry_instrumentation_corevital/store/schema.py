@@ -18,11 +18,13 @@ import os
 import sqlite3
 from pathlib import Path
 
+from .. import health_vocabulary
+
 SCHEMA_VERSION = 1
 DEFAULT_DB_PATH = "corevital.db"
 BUSY_TIMEOUT_S = 10.0
 #: the values of the risk_label column
-RISK_LABELS = ("healthy", "warning", "critical")
+RISK_LABELS = health_vocabulary.RISK_LABELS
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (

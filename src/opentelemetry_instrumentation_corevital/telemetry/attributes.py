@@ -1,5 +1,7 @@
 """CoreVital attribute and event names (gen_ai.* names come from the semconv package)."""
 
+from ..health_vocabulary import RISK_CRITICAL, RISK_WARNING, flag_attribute
+
 CAPTURE_MODE = "corevital.capture.mode"
 ERROR = "corevital.error"
 # a user's step listener raised (the exception is also recorded as an `exception` event)
@@ -15,12 +17,13 @@ PROFILE_NAME = "corevital.profile.name"
 PROFILE_CALIBRATED = "corevital.profile.calibrated"  # fitted on this model's own generations
 RISK_SCORE = "corevital.risk.score"
 RISK_FACTORS = "corevital.risk.factors"
-HEALTH_NAN = "corevital.health.nan_detected"
-HEALTH_INF = "corevital.health.inf_detected"
-HEALTH_ATTENTION_COLLAPSE = "corevital.health.attention_collapse_detected"
-HEALTH_REPETITION_LOOP = "corevital.health.repetition_loop_detected"
-HEALTH_MID_LAYER_ANOMALY = "corevital.health.mid_layer_anomaly_detected"
-HEALTH_HIGH_ENTROPY_STEPS = "corevital.health.high_entropy_steps"
+# one attribute per HealthFlags field (health_vocabulary.flag_attribute); named here for readers
+HEALTH_NAN = flag_attribute("nan_detected")
+HEALTH_INF = flag_attribute("inf_detected")
+HEALTH_ATTENTION_COLLAPSE = flag_attribute("attention_collapse_detected")
+HEALTH_REPETITION_LOOP = flag_attribute("repetition_loop_detected")
+HEALTH_MID_LAYER_ANOMALY = flag_attribute("mid_layer_anomaly_detected")
+HEALTH_HIGH_ENTROPY_STEPS = flag_attribute("high_entropy_steps")
 HEALTH_FLAG = "corevital.health.flag"
 LAYERS_BLAMED = "corevital.layers.blamed"
 EARLY_WARNING_FAILURE_RISK = "corevital.early_warning.failure_risk"
@@ -45,7 +48,7 @@ EVALUATION_NAME = "corevital.risk"
 PAYLOAD_ATTACHED = "corevital.payload.attached"
 
 # Langfuse observation levels (langfuse.observation.level) by risk label.
-LANGFUSE_LEVEL_OF_LABEL = {"warning": "WARNING", "critical": "ERROR"}
+LANGFUSE_LEVEL_OF_LABEL = {RISK_WARNING: "WARNING", RISK_CRITICAL: "ERROR"}
 
 # corevital.step event attributes.
 STEP_INDEX = "corevital.step.index"

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from . import attributes as attrs
 
 Event = tuple[str, dict]
+
+
+def event_parts(event) -> tuple[str, Mapping]:
+    """(name, attributes) of an SDK span event or of an `Event` pair."""
+    if isinstance(event, tuple):
+        return event[0], event[1] or {}
+    return event.name, event.attributes or {}
 
 
 def finite_float(value) -> float | None:

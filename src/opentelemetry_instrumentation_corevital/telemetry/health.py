@@ -24,10 +24,7 @@ never sees it. No torch here.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import logging
 import time
 
 import numpy as np
@@ -36,15 +33,12 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from ..analysis import RunAnalysis, analyze, prompt_hash
-from ..profiles import Profile, load_profile, load_profile_file
+from ..health_vocabulary import BOOLEAN_FLAGS, COUNT_FLAGS, flag_attribute
+from ..profiles import Profile
+from ..profiles.resolver import ProfileResolver, capture_thresholds
 from ..summaries import RunSummaries
 from . import attributes as attrs
-from . import content, events
-
-_logger = logging.getLogger(__name__)
-
-LABEL_HEALTHY, LABEL_WARNING, LABEL_CRITICAL = "healthy", "warning", "critical"
-_PAYLOAD_MODULE = __package__ + ".payload"
+from . import content, events, payload
 
 
 class HealthRecorder:
@@ -52,48 +46,18 @@ class HealthRecorder:
         self.instruments = instruments
         self.settings = settings
         self.event_logger = event_logger  # OTel Logs API logger; None: no log-based events
-        self._profiles: dict[str, Profile] = {}
-        self._payload_events = None
-        self._payload_resolved = False
+        self.profiles = ProfileResolver(settings.profile, settings.profile_overrides)
 
-    # -- profiles --------------------------------------------------------------------------
+    # -- profiles (the handler asks the recorder, which owns the resolver) ----------------------
 
     def profile(self, model_type: str | None = None) -> Profile:
-        """The profile of a `model.config.model_type` with the settings' overrides, cached.
-
-        Never raises: overrides that do not fit this architecture's profile are logged and the
-        architecture's own profile is used (the settings were validated against the default).
-        """
-        key = str(model_type or "")
-        cached = self._profiles.get(key)
-        if cached is not None:
-            return cached
-        overrides = self.settings.profile_overrides or None
-        if self.settings.profile:  # validated when the settings were made
-            profile = load_profile_file(self.settings.profile, overrides)
-            self._profiles[key] = profile
-            return profile
-        try:
-            profile = load_profile(key, overrides)
-        except ValueError as exc:
-            _logger.warning(
-                "CoreVital profile overrides do not apply to model type %r (%s); using its own profile", key, exc
-            )
-            profile = load_profile(key)
-        self._profiles[key] = profile
-        return profile
+        return self.profiles.for_model_type(model_type)
 
     def profile_for(self, model) -> Profile:
-        config = getattr(model, "config", None)
-        return self.profile(getattr(config, "model_type", "") or "")
+        return self.profiles.for_model(model)
 
     def capture_thresholds(self, profile: Profile | None = None) -> dict:
-        """The CaptureOptions keyword arguments that come from the profile."""
-        profile = profile or self.profile()
-        return {
-            "collapsed_head_entropy_bits": float(profile.collapsed_head_entropy_bits),
-            "focused_head_concentration": float(profile.focused_head_concentration),
-        }
+        return capture_thresholds(profile or self.profile())
 
     # -- one generate call ---------------------------------------------------------------------
 
@@ -108,7 +72,9 @@ class HealthRecorder:
         prompt_summaries=None,
         conversations=None,
         step_times_ns=(),
+        analysis: RunAnalysis | None = None,
     ) -> None:
+        """Health telemetry of one call; `analysis`: the call's analysis when already computed."""
         entropy = summaries.logit("entropy")[summaries.valid]
         for value in entropy[np.isfinite(entropy) & (entropy >= 0)].tolist():  # the SDK refuses negatives
             self.instruments.logits_entropy.record(value, metric_attributes)
@@ -116,7 +82,8 @@ class HealthRecorder:
             span.set_attribute(attrs.ATTENTION_UNAVAILABLE_REASON, summaries.attention_unavailable_reason)
 
         profile = profile or self.profile(summaries.model_type)
-        analysis = analyze(summaries, profile)
+        if analysis is None:
+            analysis = analyze(summaries, profile)
         aggregate = analysis.aggregate
 
         risk = events.finite_float(aggregate.risk_score)
@@ -185,32 +152,18 @@ class HealthRecorder:
         return built
 
     def payload_wanted(self, analysis: RunAnalysis) -> bool:
-        """`full` mode always; `on_risk` when the risk reaches the threshold or a critical flag is raised."""
-        mode = self.settings.capture_mode
-        if mode == "full":
-            return True
-        if mode != "on_risk":
-            return False
         aggregate = analysis.aggregate
-        flags = aggregate.flags
-        critical = (
-            flags.nan_detected
-            or flags.inf_detected
-            or flags.repetition_loop_detected
-            or flags.mid_layer_anomaly_detected
-        )
-        return bool(critical or aggregate.risk_score >= self.settings.risk_threshold)
+        return self.settings.full_trace_wanted(aggregate.risk_score, aggregate.flags.critical)
 
     def _attach_payload(self, span, summaries, prompt_summaries, analysis: RunAnalysis) -> None:
-        if self.settings.capture_mode not in ("full", "on_risk"):
+        if not self.settings.full_trace_possible:
             return
         wanted = self.payload_wanted(analysis)
         span.set_attribute(attrs.PAYLOAD_ATTACHED, wanted)
-        encoder = self._payload_encoder() if wanted else None
-        if encoder is None:
+        if not wanted:
             return
         try:
-            payload, info = encoder(
+            encoded, info = payload.payload_events(
                 summaries, prompt_summaries, analysis, self.settings.payload_max_bytes,
                 token_ids=self.settings.content_on_span,
             )
@@ -218,18 +171,10 @@ class HealthRecorder:
             span.set_attribute(attrs.PAYLOAD_ATTACHED, False)
             raise
         stamp = time.time_ns()  # one time for all: backends list the payload as one block after the steps
-        for name, values in payload:
+        for name, values in encoded:
             span.add_event(name, values, timestamp=stamp)
         if info:
             span.set_attributes(dict(info))
-
-    def _payload_encoder(self):
-        """telemetry.payload.payload_events, or None while that module does not exist."""
-        if not self._payload_resolved:
-            if importlib.util.find_spec(_PAYLOAD_MODULE) is not None:
-                self._payload_events = importlib.import_module(_PAYLOAD_MODULE).payload_events
-            self._payload_resolved = True
-        return self._payload_events
 
 
 def _worst(analysis: RunAnalysis):
@@ -259,12 +204,8 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
     flags = aggregate.flags
     values: dict = {
         attrs.RISK_FACTORS: [str(f) for f in aggregate.risk_factors],
-        attrs.HEALTH_NAN: bool(flags.nan_detected),
-        attrs.HEALTH_INF: bool(flags.inf_detected),
-        attrs.HEALTH_ATTENTION_COLLAPSE: bool(flags.attention_collapse_detected),
-        attrs.HEALTH_REPETITION_LOOP: bool(flags.repetition_loop_detected),
-        attrs.HEALTH_MID_LAYER_ANOMALY: bool(flags.mid_layer_anomaly_detected),
-        attrs.HEALTH_HIGH_ENTROPY_STEPS: int(flags.high_entropy_steps),
+        **{flag_attribute(name): bool(getattr(flags, name)) for name in BOOLEAN_FLAGS},
+        **{flag_attribute(name): int(getattr(flags, name)) for name in COUNT_FLAGS},
         attrs.LAYERS_BLAMED: [int(layer) for layer in aggregate.blamed_layers],
         attrs.EARLY_WARNING_SIGNALS: [str(s) for s in aggregate.warning_signals],
     }
@@ -298,12 +239,6 @@ def span_attributes(analysis: RunAnalysis, call, summaries: RunSummaries) -> dic
     return values
 
 
-_HEALTH_FLAG_ATTRIBUTES = (
-    attrs.HEALTH_NAN, attrs.HEALTH_INF, attrs.HEALTH_ATTENTION_COLLAPSE,
-    attrs.HEALTH_REPETITION_LOOP, attrs.HEALTH_MID_LAYER_ANOMALY,
-)
-
-
 def risk_headline(values: dict) -> str:
     """The `metadata` JSON: score, label, factors and raised flags. Its keys have no dots, which
     Phoenix would split into nested keys; it filters on `metadata['risk_label'] == 'critical'`."""
@@ -311,7 +246,7 @@ def risk_headline(values: dict) -> str:
         "risk_score": values.get(attrs.RISK_SCORE),
         "risk_label": values.get(attrs.RISK_LABEL),
         "risk_factors": list(values.get(attrs.RISK_FACTORS, [])),
-        "health_flags": [key.rsplit(".", 1)[-1] for key in _HEALTH_FLAG_ATTRIBUTES if values.get(key)],
+        "health_flags": [name for name in BOOLEAN_FLAGS if values.get(flag_attribute(name))],
     }
     return json.dumps(headline)
 

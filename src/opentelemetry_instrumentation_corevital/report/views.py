@@ -1,4 +1,7 @@
-"""Per-step and per-layer series of a Report, whichever way the run was captured.
+"""What the CLI and the HTML report both show of a Report: step and layer series, RAG context.
+
+Each view reads a Report whichever way the run was captured, so that the terminal view and the
+HTML page never disagree about a run.
 
 With a full trace (payload) every step is there; in summary capture the `corevital.step`
 events carry a strided sample of the steps (always the first, last and flagged ones).
@@ -8,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..report import Report
+from ..health_vocabulary import DISPLAY_ORDER, short_flag_name
 from ..telemetry import attributes as attrs
+from .schema import Report
 
 STEP_STATS = ("entropy", "surprisal", "margin")
 _EVENT_KEYS = {"entropy": attrs.STEP_ENTROPY, "surprisal": attrs.STEP_SURPRISAL, "margin": attrs.STEP_MARGIN}
@@ -112,3 +116,8 @@ def rag_summary(rag) -> str:
         parts.append(f"{len(documents)} document{'' if len(documents) == 1 else 's'}: {shown}")
     parts += [f"{key}={value}" for key, value in rag.metadata.items()]
     return "; ".join(parts) or "recorded, empty"
+
+
+def raised_flags(report: Report) -> list[str]:
+    """Short names of the run's raised health flags, in display order (as the store lists them)."""
+    return [short_flag_name(name) for name in DISPLAY_ORDER if getattr(report.health, name)]

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = Path(__file__).resolve().parent / "app.py"
+APP = ROOT / "tests" / "delivery" / "app.py"
 COLLECTOR_CONFIG = ROOT / "collector-config"
 LOOPBACK = "127.0.0.1"
 SERVICE_NAME = "corevital-delivery-test"
