@@ -13,7 +13,7 @@ from transformers import (
     GraniteForCausalLM,
 )
 
-from tests.capture.helpers import capture, entropy_bits
+from tests.support.capture import capture, entropy_bits
 from tests.conftest import VOCAB, prompt_ids
 
 STEPS = 5

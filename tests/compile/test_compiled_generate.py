@@ -12,7 +12,6 @@ import threading
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
 from transformers import CompileConfig
 from transformers.generation.utils import GenerationMixin
 from transformers.modeling_utils import AttentionInterface
@@ -20,13 +19,13 @@ from wrapt import ObjectProxy
 
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.conftest import build_llama, prompt_ids
-from tests.reliability.helpers import hook_count
+from tests.support.compile import LOGITS_ONLY, compilations
+from tests.support.reliability import hook_count
 
 # ((batch, prompt length), max_new_tokens)
 CALLS = [((1, 8), 5), ((2, 11), 3), ((1, 5), 7)]
 TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
 DURATION = "gen_ai.client.operation.duration"
-LOGITS_ONLY = "hidden-state, attention and repetition signals are not captured"
 LOGIT_ATTRIBUTES = (
     attrs.LOGITS_ENTROPY_MEAN, attrs.LOGITS_ENTROPY_MAX, attrs.LOGITS_SURPRISAL_MEAN, attrs.LOGITS_MARGIN_MEAN,
 )
@@ -63,10 +62,6 @@ def run_calls(model) -> list[torch.Tensor]:
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
         )
     return outputs
-
-
-def compilations() -> int:
-    return counters["stats"]["unique_graphs"]
 
 
 def patched_state(model) -> dict:

@@ -6,7 +6,7 @@ import torch
 from transformers import CompileConfig
 
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
-from tests.compile.test_compiled_generate import LOGITS_ONLY, compilations
+from tests.support.compile import LOGITS_ONLY, compilations
 from tests.conftest import build_llama, prompt_ids
 
 

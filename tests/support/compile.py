@@ -1,0 +1,13 @@
+"""Shared by the torch.compile tests: what a logit-only capture says, and Dynamo's compile count."""
+
+from __future__ import annotations
+
+from torch._dynamo.utils import counters
+
+# the span's corevital.capture.unavailable_reason when the forward is compiled
+LOGITS_ONLY = "hidden-state, attention and repetition signals are not captured"
+
+
+def compilations() -> int:
+    """Graphs Dynamo has compiled in this process so far."""
+    return counters["stats"]["unique_graphs"]
