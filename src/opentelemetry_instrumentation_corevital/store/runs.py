@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .records import FLAG_NAMES, TOKEN_TEXT_KEY, is_corevital_span, report_of_document, run_row, span_document
-from .schema import BUSY_TIMEOUT_S, UnknownRunError, check_writable, connect, translate_errors
+from .schema import BUSY_TIMEOUT_S, StoreLockedError, UnknownRunError, check_writable, connect, translate_errors
 
 if TYPE_CHECKING:
     from ..report import Report
@@ -123,19 +124,33 @@ class RunStore:
             f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
             "ON CONFLICT (run_id) DO NOTHING"
         )
+        values = [[row[c] for c in columns] for row in rows]
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self._insert(statement, values)
+                return len(rows)
+            except StoreLockedError:
+                # SQLite answers "locked" at once, without waiting, when two connections would
+                # deadlock (a first writer creating the file or switching it to WAL while another
+                # reads it): retry until the busy timeout, as a wait would have
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _insert(self, statement: str, values: list[list]) -> None:
         connection = self._connect(create=True)
         try:
             with translate_errors(self.path):
                 connection.execute("BEGIN IMMEDIATE")
                 try:
-                    connection.executemany(statement, [[row[c] for c in columns] for row in rows])
+                    connection.executemany(statement, values)
                     connection.execute("COMMIT")
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
         finally:
             connection.close()
-        return len(rows)
 
     def runs(self, run_filter: RunFilter = RunFilter()) -> list[dict[str, Any]]:
         where, values = run_filter.where()
