@@ -42,8 +42,11 @@ class HostSummaries:
 
 
 class StepBuffers:
-    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor):
+    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, forward_compiled: bool = False):
         self.device = prompt_ids.device
+        # the user pays for compiling already, and a CUDA-graph step is short enough that the
+        # eager statistics' launches show: fuse them
+        self.fused_logit_stats = forward_compiled and self.device.type == "cuda"
         self.rows = int(prompt_ids.shape[0])
         self.prompt_width = int(prompt_ids.shape[1])
         self.max_steps = options.max_steps + _EXTRA_STEPS
@@ -110,7 +113,8 @@ class StepBuffers:
 
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
         """The logits generate samples from at `step` ([R, V]): summarise them, keep the log-probs."""
-        _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
+        summarise = stats.compiled_logit_stats if self.fused_logit_stats else stats.logit_stats
+        _, self.log_probs = summarise(logits, out=self.logits[step])
         if self.eos_log_probs is not None and self.eos_token_ids:
             self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
 

@@ -5,9 +5,13 @@ Every function returns a small tensor and never synchronises with the host.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 
 import torch
+
+_logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)  # nats -> bits
 TOP_K_MASS = 10
@@ -65,6 +69,39 @@ def logit_stats(logits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[
     columns = (entropy_bits(probs), top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
     stats = torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
     return stats, log_probs
+
+
+class CompiledLogitStats:
+    """logit_stats compiled by torch.compile (inductor, its own cache: the model's compiled
+    graphs are neither read nor guarded) into a handful of fused kernels.
+
+    For a forward that is compiled already, on CUDA, where the eager statistics' launches are a
+    visible share of a CUDA-graph step. The first call compiles (seconds); a different batch
+    size compiles once more, with a dynamic batch. Any failure to compile or run turns it off
+    for the process, logged once, and the eager logit_stats answers that call and every later
+    one: the caller never sees the error.
+    """
+
+    def __init__(self):
+        self._compiled = None
+        self._lock = threading.Lock()
+        self.failure: Exception | None = None
+
+    def __call__(self, logits: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.failure is None:
+            try:
+                with self._lock:
+                    if self._compiled is None:
+                        self._compiled = torch.compile(logit_stats, fullgraph=True)
+                    stats, log_probs = self._compiled(logits)
+                return out.copy_(stats), log_probs
+            except Exception as exc:  # compile or run failed: the eager statistics are just slower
+                self.failure = exc
+                _logger.warning("compiled logit statistics failed, using eager ones: %s", str(exc).splitlines()[0])
+        return logit_stats(logits, out=out)
+
+
+compiled_logit_stats = CompiledLogitStats()
 
 
 def hidden_stats(rows: torch.Tensor) -> torch.Tensor:
