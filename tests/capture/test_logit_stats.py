@@ -56,32 +56,3 @@ def test_chosen_surprisal_bits_into_a_buffer_row():
     torch.testing.assert_close(row, expected)
     torch.testing.assert_close(stats.chosen_surprisal_bits(log_probs, tokens), expected)
 
-
-def test_compiled_logit_stats_equal_the_eager_ones():
-    """The compiled statistics (used on CUDA under a compiled forward) are checked here on the CPU."""
-    logits = torch.randn(2, 3000, generator=torch.Generator().manual_seed(2)) * 3
-    logits[1, 4] = float("nan")
-    compiled = stats.CompiledLogitStats()
-    buffer = torch.full((2, 2, 6), float("nan"))
-    got, log_probs = compiled(logits, out=buffer[1])
-    assert compiled.failure is None
-    assert got.data_ptr() == buffer[1].data_ptr()
-    expected, expected_log_probs = stats.logit_stats(logits)
-    torch.testing.assert_close(buffer[1], expected, atol=1e-5, rtol=1e-5, equal_nan=True)
-    torch.testing.assert_close(log_probs, expected_log_probs, equal_nan=True)
-    assert buffer[0].isnan().all()
-
-
-def test_compiled_logit_stats_fall_back_to_eager_when_compiling_fails():
-    """A recompile refused by the host's Dynamo settings must not reach the caller."""
-    compiled = stats.CompiledLogitStats()
-    compiled(torch.randn(2, 3000), out=torch.empty(2, 6))
-    logits = torch.randn(5, 3000, generator=torch.Generator().manual_seed(3))
-    out = torch.empty(5, 6)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        compiled(logits, out=out)
-    assert compiled.failure is not None
-    torch.testing.assert_close(out, stats.logit_stats(logits)[0])
-    again = torch.empty(5, 6)
-    compiled(logits, out=again)  # stays eager from now on
-    torch.testing.assert_close(again, out)
