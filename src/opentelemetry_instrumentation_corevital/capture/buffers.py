@@ -42,11 +42,8 @@ class HostSummaries:
 
 
 class StepBuffers:
-    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, forward_compiled: bool = False):
+    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor):
         self.device = prompt_ids.device
-        # under a compiled (CUDA-graph) forward the step is short and bound by the host, and the
-        # eager statistics' dispatches show: replay them from a graph
-        self._logit_stats = stats.StepLogitStats(use_graph=forward_compiled)
         self.rows = int(prompt_ids.shape[0])
         self.prompt_width = int(prompt_ids.shape[1])
         self.max_steps = options.max_steps + _EXTRA_STEPS
@@ -113,7 +110,7 @@ class StepBuffers:
 
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
         """The logits generate samples from at `step` ([R, V]): summarise them, keep the log-probs."""
-        _, self.log_probs = self._logit_stats(logits, out=self.logits[step])
+        _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
         if self.eos_log_probs is not None and self.eos_token_ids:
             self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
 

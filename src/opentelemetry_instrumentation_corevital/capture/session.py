@@ -238,7 +238,7 @@ class CaptureSession:
     def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
         """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
         if self.step == 0:
-            self.buffers = StepBuffers(self.layout, self.options, ids, forward_compiled=not self._probing_forward)
+            self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids)
             self._prompt_ids = ids
             if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:
                 stride = max(1, ids.shape[0] // max(1, self.options.input_batch))

@@ -5,12 +5,9 @@ Every function returns a small tensor and never synchronises with the host.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
-
-_logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)  # nats -> bits
 TOP_K_MASS = 10
@@ -68,66 +65,6 @@ def logit_stats(logits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[
     columns = (entropy_bits(probs), top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
     stats = torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
     return stats, log_probs
-
-
-class GraphedLogitStats:
-    """logit_stats replayed from a CUDA graph of its own, captured for one logits shape.
-
-    Under a CUDA-graph forward the decoding step is bound by the host, and the eager statistics
-    cost one dispatch per operator; a replay costs three calls (copy in, replay, copy out). The
-    graph is captured on a side stream into its own memory pool; the model's graphs are not
-    touched. `log_probs` is the graph's output buffer: the next replay overwrites it, so read it
-    (the chosen token's surprisal) before the next step's statistics.
-    """
-
-    def __init__(self, logits: torch.Tensor):
-        # capture_begin/end rather than torch.cuda.graph, which empties the caching allocator
-        # and runs the garbage collector on entry: the host application's cost, not ours to add
-        self.logits = logits.detach().float().clone()
-        device = self.logits.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.stream(side):
-            logit_stats(self.logits)  # first calls allocate workspaces, which a capture may not
-            side.synchronize()
-            self.graph.capture_begin(capture_error_mode="thread_local")
-            try:
-                self.stats, self.log_probs = logit_stats(self.logits)
-            finally:
-                self.graph.capture_end()
-        torch.cuda.current_stream(device).wait_stream(side)
-
-    def __call__(self, logits: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.logits.copy_(logits)
-        self.graph.replay()
-        return out.copy_(self.stats), self.log_probs
-
-
-class StepLogitStats:
-    """The logit statistics of one generate call: from a CUDA graph where asked and possible, else eager.
-
-    A failure to capture turns the graph off for the process, logged once, and this call and
-    every later one get the eager statistics: the caller never sees it.
-    """
-
-    graphs_failed: Exception | None = None
-
-    def __init__(self, use_graph: bool):
-        self.use_graph = use_graph
-        self._graph: GraphedLogitStats | None = None
-
-    def __call__(self, logits: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.use_graph and StepLogitStats.graphs_failed is None and logits.is_cuda:
-            try:
-                if self._graph is None or self._graph.logits.shape != logits.shape:
-                    self._graph = GraphedLogitStats(logits)
-                return self._graph(logits, out)
-            except Exception as exc:  # no graph: the eager statistics are only slower
-                StepLogitStats.graphs_failed = exc
-                self._graph = None
-                _logger.warning("CUDA graph of the logit statistics failed, using eager ones: %s", str(exc).splitlines()[0])
-        return logit_stats(logits, out=out)
 
 
 def hidden_stats(rows: torch.Tensor) -> torch.Tensor:
