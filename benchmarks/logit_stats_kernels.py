@@ -2,9 +2,10 @@
 
     python benchmarks/logit_stats_kernels.py --rows 1 8 --json out.json
 
-For logits as wide as Llama 3's vocabulary, checks that the eager statistics equal their float64
-definitions and that the two-round top-k equals torch.topk; then counts the device kernels of one call (torch.profiler) and times 200 calls
-back to back (the host launching them included, as in generate's loop).
+For logits as wide as Llama 3's vocabulary, checks that the statistics equal their float64
+definitions and that the two-round top-k equals torch.topk; then counts the device kernels of
+one call (torch.profiler) and times 200 calls back to back (the host launching them included,
+as in generate's loop).
 """
 
 from __future__ import annotations

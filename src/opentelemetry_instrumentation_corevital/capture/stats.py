@@ -17,8 +17,10 @@ def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     return torch.special.entr(probs).sum(-1) / LN2
 
 
-def chosen_surprisal_bits(log_probs: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-probs [R, V] and each row's chosen token [R] -> the token's surprisal in bits [R] (into `out` if given)."""
+def chosen_surprisal_bits(
+    log_probs: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-probs [R, V] and each row's chosen token [R] -> the token's surprisal in bits [R], into `out` if given."""
     chosen = log_probs.gather(1, tokens.to(log_probs.device)[:, None].long()).squeeze(1)
     return torch.mul(chosen, -1.0 / LN2, out=out) if out is not None else chosen * (-1.0 / LN2)
 
@@ -31,7 +33,7 @@ _TOPK_CHUNK = 256
 
 def top_values(values: torch.Tensor, k: int) -> torch.Tensor:
     """[R, V] -> the k largest values of each row, in descending order [R, k]."""
-    rows, vocab = values.shape
+    vocab = values.shape[-1]
     k = min(k, vocab)
     if not values.is_cuda or vocab <= 4 * _TOPK_CHUNK:
         return values.topk(k, dim=-1).values
