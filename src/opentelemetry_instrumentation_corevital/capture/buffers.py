@@ -110,8 +110,7 @@ class StepBuffers:
 
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
         """The logits generate samples from at `step` ([R, V]): summarise them, keep the log-probs."""
-        logit_stats, self.log_probs = stats.logit_stats(logits)
-        self.logits[step] = logit_stats
+        _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
         if self.eos_log_probs is not None and self.eos_token_ids:
             self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
 
@@ -141,7 +140,7 @@ class StepBuffers:
             if self.ring is not None:
                 self.ring = self.ring.index_select(1, parents)
         if log_probs is not None:
-            self.surprisal[step - 1] = stats.chosen_surprisal_bits(log_probs, tokens)
+            stats.chosen_surprisal_bits(log_probs, tokens, out=self.surprisal[step - 1])
         if self.row_hashes is not None:
             previous = self.row_hashes[step - 1]
             if parents is not None:

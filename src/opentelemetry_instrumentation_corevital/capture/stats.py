@@ -17,33 +17,55 @@ def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     return torch.special.entr(probs).sum(-1) / LN2
 
 
-def chosen_surprisal_bits(log_probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Log-probs [R, V] and each row's chosen token [R] -> the token's surprisal in bits [R]."""
-    return -log_probs.gather(1, tokens.to(log_probs.device)[:, None].long()).squeeze(1) / LN2
+def chosen_surprisal_bits(
+    log_probs: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-probs [R, V] and each row's chosen token [R] -> the token's surprisal in bits [R], into `out` if given."""
+    chosen = log_probs.gather(1, tokens.to(log_probs.device)[:, None].long()).squeeze(1)
+    return torch.mul(chosen, -1.0 / LN2, out=out) if out is not None else chosen * (-1.0 / LN2)
 
 
-def logit_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw logits [R, V] -> (stats [R, 6], log-probs [R, V]).
+# Top-k over a whole vocabulary of one row makes CUDA's top-k take its multi-block radix
+# select, a dozen launches; top-k of short chunks then of the chunks' winners takes the
+# one-block kernel twice. The k largest values are the same either way.
+_TOPK_CHUNK = 256
+
+
+def top_values(values: torch.Tensor, k: int) -> torch.Tensor:
+    """[R, V] -> the k largest values of each row, in descending order [R, k]."""
+    vocab = values.shape[-1]
+    k = min(k, vocab)
+    if not values.is_cuda or vocab <= 4 * _TOPK_CHUNK:
+        return values.topk(k, dim=-1).values
+    return chunked_top_values(values, k)
+
+
+def chunked_top_values(values: torch.Tensor, k: int, chunk: int = _TOPK_CHUNK) -> torch.Tensor:
+    """top_values in two rounds: the k largest of each chunk of `chunk` columns, then of those."""
+    rows, vocab = values.shape
+    pad = -vocab % chunk
+    if pad:
+        values = torch.nn.functional.pad(values, (0, pad), value=float("-inf"))
+    winners = values.reshape(-1, chunk).topk(min(k, chunk), dim=-1, sorted=False).values
+    return winners.reshape(rows, -1).topk(k, dim=-1).values
+
+
+def logit_stats(logits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits [R, V] -> (stats [R, 6], log-probs [R, V]); the stats go into `out` if given.
 
     Columns follow LOGIT_STATS without surprisal: entropy, margin, top-k mass, max prob,
     NaN count, Inf count. Surprisal needs the chosen token, known only a step later.
+    One log-softmax, one top-k of the probabilities and one stack: every column is a small
+    reduction of these, so the step costs few device launches.
     """
     logits = logits.float()
     log_probs = torch.log_softmax(logits, dim=-1)
     probs = log_probs.exp()
-    top = probs.topk(min(TOP_K_MASS, probs.shape[-1]), dim=-1).values
+    top = top_values(probs, TOP_K_MASS)
     second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
-    stats = torch.stack(
-        (
-            entropy_bits(probs),
-            top[:, 0] - second,
-            top.sum(-1),
-            top[:, 0],
-            torch.isnan(logits).sum(-1).float(),
-            torch.isinf(logits).sum(-1).float(),
-        ),
-        dim=-1,
-    )
+    nonfinite = torch.stack((torch.isnan(logits), torch.isinf(logits))).sum(-1, dtype=torch.float32)
+    columns = (entropy_bits(probs), top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
+    stats = torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
     return stats, log_probs
 
 
