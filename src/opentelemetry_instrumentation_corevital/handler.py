@@ -146,7 +146,7 @@ class GenerationHandler:
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
             eos_token_ids=tuple(sorted(call.eos_token_ids)),
-            prompt_telemetry=self.settings.capture_mode in ("full", "on_risk"),
+            prompt_telemetry=self.settings.full_trace_possible,
             input_batch=1 if call.input_ids is None else int(call.input_ids.shape[0]),
             **self.health.capture_thresholds(profile),
         )

@@ -120,17 +120,14 @@ class Run:
         return Report.from_span(span)
 
     def should_intervene(self) -> bool:
-        """True when a sequence was stopped, a critical flag was raised (NaN/Inf, repetition loop,
-        mid-layer anomaly) or the risk reached the instrumentor's `risk_threshold`."""
+        """True when a sequence was stopped, a critical flag was raised (`HealthFlags.critical`)
+        or the risk reached the instrumentor's `risk_threshold`."""
         if self.interventions:
             return True
         analysis = self.analysis
         if analysis is None:
             return False
-        flags = analysis.aggregate.flags
-        critical = flags.nan_detected or flags.inf_detected or flags.repetition_loop_detected
-        critical = critical or flags.mid_layer_anomaly_detected
-        return bool(critical or analysis.aggregate.risk_score >= self._risk_threshold)
+        return bool(analysis.aggregate.flags.critical or analysis.aggregate.risk_score >= self._risk_threshold)
 
 
 @contextlib.contextmanager
