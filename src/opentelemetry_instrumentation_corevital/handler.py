@@ -103,24 +103,23 @@ class GenerationHandler:
         with self._guard(span, "options"):
             options = self._capture_options(call, profile)
         session = CaptureSession(model, options)
-        started = time.perf_counter()
-        with self._guard(span, "attach"):
-            session.attach(started)
         live_call, call_args, call_kwargs = None, args, kwargs
         with self._guard(span, "live"):
             live_call = LiveCall(session, profile, call.eos_token_ids, span, self.faults, self.on_step)
             call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
+        started = time.perf_counter()
         try:
-            live = live_call.active() if live_call is not None else contextlib.nullcontext()
-            with trace.use_span(span, end_on_exit=False), session.active(), live, call_prompt_ids(call.input_ids):
-                output = wrapped(*call_args, **call_kwargs)
+            with session.attached(started):
+                live = live_call.active() if live_call is not None else contextlib.nullcontext()
+                with trace.use_span(span, end_on_exit=False), session.active(), live, call_prompt_ids(call.input_ids):
+                    output = wrapped(*call_args, **call_kwargs)
+                duration = time.perf_counter() - started
+                step_times_ns = session.clock.token_times_ns(time.time_ns())
         except BaseException as exc:
-            session.detach()
+            if session.fault is not None:
+                self.faults.record(span, *session.fault)
             self._record_failure(span, call, exc, time.perf_counter() - started)
             raise
-        duration = time.perf_counter() - started
-        step_times_ns = session.clock.token_times_ns(time.time_ns())
-        session.detach()
         # metrics recorded while the span is current carry it as their exemplar
         with self._guard(span, "telemetry"), trace.use_span(
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
@@ -233,7 +232,7 @@ class GenerationHandler:
             span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, unavailable)
         summaries = session.finish(result.sequences, call.eos_token_ids)
         if session.fault is not None:
-            self.faults.record(span, session.fault[0], session.fault[1])
+            self.faults.record(span, *session.fault)
         if live_call is not None:
             live_call.apply_to_summaries(summaries)
         if summaries is not None:

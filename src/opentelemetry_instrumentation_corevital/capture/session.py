@@ -124,6 +124,17 @@ class CaptureSession:
 
     # -- lifecycle -------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def attached(self, started: float | None = None):
+        """The session's probes and shared patches in place for the block, removed on every way
+        out of it. A fault while attaching is kept in `fault`; the block then runs uncaptured."""
+        try:
+            with self._guard("attach"):
+                self.attach(started)
+            yield self
+        finally:
+            self.detach()
+
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
         _patch_module("decoding_loop").install()
