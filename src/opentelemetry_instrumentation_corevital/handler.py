@@ -230,11 +230,10 @@ class GenerationHandler:
         unavailable = SPECULATIVE_REASON if call.speculative and self.settings.probes_enabled else session.unavailable_reason
         if unavailable:
             span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, unavailable)
-        summaries = session.finish(result.sequences, call.eos_token_ids)
+        stops = live_call.stops() if live_call is not None else None
+        summaries = session.finish(result.sequences, call.eos_token_ids, stops)
         if session.fault is not None:
             self.faults.record(span, *session.fault)
-        if live_call is not None:
-            live_call.apply_to_summaries(summaries)
         if summaries is not None:
             with self._guard(span, "analysis"):
                 self.health.record(

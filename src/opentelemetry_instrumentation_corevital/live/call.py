@@ -52,9 +52,8 @@ class LiveCall:
     def apply_to_result(self, result) -> None:
         self.monitor.apply_to_result(result)
 
-    def apply_to_summaries(self, summaries) -> None:
-        if summaries is not None:
-            self.monitor.apply_to_summaries(summaries)
+    def stops(self) -> dict[int, int]:
+        return self.monitor.stops()
 
     def finish(self, span, summaries, profile, risk_threshold: float, result) -> None:
         if self.run is not None:
