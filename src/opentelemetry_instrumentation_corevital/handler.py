@@ -12,6 +12,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .analysis import analyze
 from .capture.inputs import call_prompt_ids
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
@@ -234,16 +235,19 @@ class GenerationHandler:
         summaries = session.finish(result.sequences, call.eos_token_ids, stops)
         if session.fault is not None:
             self.faults.record(span, *session.fault)
+        analysis = None
         if summaries is not None:
             with self._guard(span, "analysis"):
+                profile = profile or self.health.profile(summaries.model_type)
+                analysis = analyze(summaries, profile)  # once per call: the span and observe() share it
                 self.health.record(
                     span, call, result, summaries, metric_attributes,
                     profile=profile, prompt_summaries=session.prompt_summaries,
                     conversations=conversations if self.settings.content_on_span else None,
-                    step_times_ns=step_times_ns,
+                    step_times_ns=step_times_ns, analysis=analysis,
                 )
         if live_call is not None:
-            live_call.finish(span, summaries, profile, self.settings.risk_threshold, result)
+            live_call.finish(span, analysis, self.settings.risk_threshold, result)
 
     def _record_timing(self, span, call, session: CaptureSession, duration: float, output_tokens: int, metric_attributes):
         first_token = session.first_token_seconds(duration)

@@ -55,9 +55,9 @@ class LiveCall:
     def stops(self) -> dict[int, int]:
         return self.monitor.stops()
 
-    def finish(self, span, summaries, profile, risk_threshold: float, result) -> None:
+    def finish(self, span, analysis, risk_threshold: float, result) -> None:
         if self.run is not None:
             self.run._finish_call(
-                span, summaries, profile, risk_threshold,
+                span, analysis, risk_threshold,
                 list(self.monitor.interventions.values()), list(getattr(result, "finish_reasons", [])),
             )
