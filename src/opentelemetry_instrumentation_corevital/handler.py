@@ -12,7 +12,6 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv.attributes import error_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .analysis import analyze
 from .capture.inputs import call_prompt_ids
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
@@ -240,8 +239,7 @@ class GenerationHandler:
         analysis = None
         if summaries is not None:
             with self._guard(span, "analysis"):
-                profile = profile or self.health.profile(summaries.model_type)
-                analysis = analyze(summaries, profile)  # once per call: the span and observe() share it
+                analysis = self.health.analysis_of(summaries, profile)  # once: the span and observe() share it
                 self.health.record(
                     span, call, result, summaries, metric_attributes,
                     profile=profile, prompt_summaries=session.prompt_summaries,
