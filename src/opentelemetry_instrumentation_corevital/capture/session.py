@@ -26,10 +26,12 @@ import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from ..summaries import RunSummaries
 from . import stats
-from .buffers import StepBuffers
+from .buffers import HostSummaries, StepBuffers
 from .clock import FirstTokenClock
 from .hashing import parents_from_full_rows
 from .inputs import decoder_step_ids, forward_cache
@@ -418,7 +420,9 @@ class CaptureSession:
             return summaries
         return None
 
-    def resolve(self, host, sequences, eos_token_ids: set[int], stops: dict[int, int] | None = None):
+    def resolve(
+        self, host: HostSummaries, sequences: np.ndarray, eos_token_ids: set[int], stops: dict[int, int] | None = None
+    ) -> RunSummaries:
         """The complete `RunSummaries` of host copies of this session's buffers (the end of the call
         and the live steps build them here alike)."""
         return resolve_paths(
