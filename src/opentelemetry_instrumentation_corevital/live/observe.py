@@ -43,7 +43,7 @@ class Run:
         self.interventions: list[Intervention] = []
         self.calls = 0
         self._span = None
-        self._risk_threshold = 0.7
+        self._risk_threshold: float | None = None  # the instrumentor's, given with each call's analysis
         # the last call's analysis, computed once by the handler for the span and this run alike
         self.analysis: RunAnalysis | None = None
         self.finish_reasons: list[str] = []
