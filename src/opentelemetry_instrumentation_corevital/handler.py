@@ -16,7 +16,7 @@ from .capture.inputs import call_prompt_ids
 from .capture.session import CaptureOptions, CaptureSession
 from .config import Settings
 from .generate_call import GenerateCall, GenerateResult
-from .live.call import LiveCall
+from .live.call import NO_LIVE_CALL, LiveCall
 from .telemetry import attributes as attrs
 from .telemetry import content
 from .telemetry.health import HealthRecorder
@@ -103,24 +103,27 @@ class GenerationHandler:
         with self._guard(span, "options"):
             options = self._capture_options(call, profile)
         session = CaptureSession(model, options)
-        started = time.perf_counter()
-        with self._guard(span, "attach"):
-            session.attach(started)
-        live_call, call_args, call_kwargs = None, args, kwargs
+        live_call, call_args, call_kwargs = NO_LIVE_CALL, args, kwargs
         with self._guard(span, "live"):
             live_call = LiveCall(session, profile, call.eos_token_ids, span, self.faults, self.on_step)
             call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
+        started = time.perf_counter()
         try:
-            live = live_call.active() if live_call is not None else contextlib.nullcontext()
-            with trace.use_span(span, end_on_exit=False), session.active(), live, call_prompt_ids(call.input_ids):
-                output = wrapped(*call_args, **call_kwargs)
+            with session.attached(started):
+                with (
+                    trace.use_span(span, end_on_exit=False),
+                    session.active(),
+                    live_call.active(),
+                    call_prompt_ids(call.input_ids),
+                ):
+                    output = wrapped(*call_args, **call_kwargs)
+                duration = time.perf_counter() - started
+                step_times_ns = session.clock.token_times_ns(time.time_ns())
         except BaseException as exc:
-            session.detach()
+            if session.fault is not None:
+                self.faults.record(span, *session.fault)
             self._record_failure(span, call, exc, time.perf_counter() - started)
             raise
-        duration = time.perf_counter() - started
-        step_times_ns = session.clock.token_times_ns(time.time_ns())
-        session.detach()
         # metrics recorded while the span is current carry it as their exemplar
         with self._guard(span, "telemetry"), trace.use_span(
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
@@ -146,7 +149,7 @@ class GenerationHandler:
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
             eos_token_ids=tuple(sorted(call.eos_token_ids)),
-            prompt_telemetry=self.settings.capture_mode in ("full", "on_risk"),
+            prompt_telemetry=self.settings.full_trace_possible,
             input_batch=1 if call.input_ids is None else int(call.input_ids.shape[0]),
             **self.health.capture_thresholds(profile),
         )
@@ -209,12 +212,11 @@ class GenerationHandler:
         span.end()
 
     def _record_success(
-        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None, live_call=None,
-        step_times_ns=(),
+        self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None,
+        live_call=NO_LIVE_CALL, step_times_ns=(),
     ) -> None:
         result = GenerateResult.from_output(call, output)
-        if live_call is not None:
-            live_call.apply_to_result(result)  # sequences stopped by CoreVitalStoppingCriteria
+        live_call.apply_to_result(result)  # sequences stopped by CoreVitalStoppingCriteria
         metric_attributes = self._metric_attributes(call)
         self.instruments.operation_duration.record(duration, metric_attributes)
         self.instruments.server_request_duration.record(duration, metric_attributes)
@@ -231,21 +233,20 @@ class GenerationHandler:
         unavailable = SPECULATIVE_REASON if call.speculative and self.settings.probes_enabled else session.unavailable_reason
         if unavailable:
             span.set_attribute(attrs.CAPTURE_UNAVAILABLE_REASON, unavailable)
-        summaries = session.finish(result.sequences, call.eos_token_ids)
+        summaries = session.finish(result.sequences, call.eos_token_ids, live_call.stops())
         if session.fault is not None:
-            self.faults.record(span, session.fault[0], session.fault[1])
-        if live_call is not None:
-            live_call.apply_to_summaries(summaries)
+            self.faults.record(span, *session.fault)
+        analysis = None
         if summaries is not None:
             with self._guard(span, "analysis"):
+                analysis = self.health.analysis_of(summaries, profile)  # once: the span and observe() share it
                 self.health.record(
                     span, call, result, summaries, metric_attributes,
                     profile=profile, prompt_summaries=session.prompt_summaries,
                     conversations=conversations if self.settings.content_on_span else None,
-                    step_times_ns=step_times_ns,
+                    step_times_ns=step_times_ns, analysis=analysis,
                 )
-        if live_call is not None:
-            live_call.finish(span, summaries, profile, self.settings.risk_threshold, result)
+        live_call.finish(span, analysis, self.settings.risk_threshold, result)
 
     def _record_timing(self, span, call, session: CaptureSession, duration: float, output_tokens: int, metric_attributes):
         first_token = session.first_token_seconds(duration)

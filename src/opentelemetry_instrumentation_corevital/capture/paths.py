@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -105,10 +106,18 @@ def _valid_mask(generated: np.ndarray, eos_token_ids: set[int]) -> np.ndarray:
     return finished_before == 0
 
 
-def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token_ids: set[int]) -> RunSummaries:
+def resolve_paths(
+    host: HostSummaries, sequences: np.ndarray, options, eos_token_ids: set[int], *,
+    stops: Mapping[int, int] | None = None, num_heads: int = 0, model_type: str = "",
+    attention_unavailable_reason: str | None = None,
+) -> RunSummaries:
+    """The summaries of each returned sequence; `stops` maps a sequence stopped early to its last step."""
     steps = max(0, min(sequences.shape[1] - host.prompt_width, host.forwards))
     generated = sequences[:, host.prompt_width : host.prompt_width + steps]
     valid = _valid_mask(generated, eos_token_ids)
+    for row, last_step in (stops or {}).items():
+        if row < valid.shape[0]:  # the padding generate appends after a stop is not part of the sequence
+            valid[row, last_step + 1 :] = False
     paths = _paths(host, sequences, steps, valid, max(1, options.num_beams))
     t_idx = np.broadcast_to(np.arange(steps)[None, :], paths.shape)
     logits = np.empty((*paths.shape, len(LOGIT_STATS)), dtype=np.float32)
@@ -124,4 +133,7 @@ def resolve_paths(host: HostSummaries, sequences: np.ndarray, options, eos_token
         attention=_attention(host.heads, t_idx, paths, options),
         cross_attention=_attention(host.cross_heads, t_idx, paths, options),
         repetition_cosine=_repetition_by_lag(host.cosine_by_slot, t_idx, paths),
+        num_heads=num_heads,
+        model_type=model_type,
+        attention_unavailable_reason=attention_unavailable_reason,
     )

@@ -26,10 +26,12 @@ import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from ..summaries import RunSummaries
 from . import stats
-from .buffers import StepBuffers
+from .buffers import HostSummaries, StepBuffers
 from .clock import FirstTokenClock
 from .hashing import parents_from_full_rows
 from .inputs import decoder_step_ids, forward_cache
@@ -123,6 +125,17 @@ class CaptureSession:
         self._prefill_kwargs: dict | None = None
 
     # -- lifecycle -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def attached(self, started: float | None = None):
+        """The session's probes and shared patches in place for the block, removed on every way
+        out of it. A fault while attaching is kept in `fault`; the block then runs uncaptured."""
+        try:
+            with self._guard("attach"):
+                self.attach(started)
+            yield self
+        finally:
+            self.detach()
 
     def attach(self, started: float | None = None) -> None:
         self.clock.start(_model_device(self.model), started)
@@ -392,22 +405,32 @@ class CaptureSession:
 
     # -- end of call ------------------------------------------------------------
 
-    def finish(self, sequences: torch.Tensor | None, eos_token_ids: set[int]):
-        """Copy summaries to the host once and resolve them per returned sequence."""
+    def finish(self, sequences: torch.Tensor | None, eos_token_ids: set[int], stops: dict[int, int] | None = None):
+        """Copy summaries to the host once and resolve them per returned sequence; `stops` maps a
+        sequence stopped early (live health) to its last step."""
         if not self.capturing or self.buffers is None or sequences is None:
             return None
         with self._guard("summary"):
             host = self.buffers.to_host(self.step + 1, sequences)
-            summaries = resolve_paths(host, sequences.detach().cpu().numpy(), self.options, eos_token_ids)
-            summaries.num_heads = self.layout.num_heads
-            summaries.model_type = str(getattr(self.model.config, "model_type", "") or "")
             if self._attention_never_observed():
                 self.attention_unavailable_reason = self.layout.never_observed_reason()
-            summaries.attention_unavailable_reason = self.attention_unavailable_reason
+            summaries = self.resolve(host, sequences.detach().cpu().numpy(), eos_token_ids, stops)
             if self.prompt is not None:
                 self.prompt_summaries = self.prompt.to_host()
             return summaries
         return None
+
+    def resolve(
+        self, host: HostSummaries, sequences: np.ndarray, eos_token_ids: set[int], stops: dict[int, int] | None = None
+    ) -> RunSummaries:
+        """The complete `RunSummaries` of host copies of this session's buffers (the end of the call
+        and the live steps build them here alike)."""
+        return resolve_paths(
+            host, sequences, self.options, eos_token_ids, stops=stops,
+            num_heads=self.layout.num_heads,
+            model_type=str(getattr(self.model.config, "model_type", "") or ""),
+            attention_unavailable_reason=self.attention_unavailable_reason,
+        )
 
     def _attention_never_observed(self) -> bool:
         """Attention modules exist but no probe saw them (e.g. an implementation registered after instrument())."""

@@ -163,12 +163,8 @@ def _run_batch(loaded, indices: list[int], prompts: list[str], args) -> list:
         focused_head_concentration=float(profile.focused_head_concentration),
     )
     session = CaptureSession(model, options)
-    try:
-        session.attach()
-        with session.active(), torch.no_grad():
-            greedy = model.generate(**inputs, do_sample=False, **common)
-    finally:
-        session.detach()
+    with session.attached(), session.active(), torch.no_grad():
+        greedy = model.generate(**inputs, do_sample=False, **common)
     summaries = session.finish(greedy, eos_ids)
     if summaries is None:
         raise CliError(f"capture failed on the model ({session.fault}); calibration needs the model's internals")

@@ -3,7 +3,8 @@
 Creates the call's monitor, adds the step hook to the call's stopping criteria when a
 listener is attached (a new StoppingCriteriaList: the caller's own list is never changed),
 records the RAG context of an enclosing `observe()` on the span, and at the end applies the
-early stops to the call's result and hands the outcome to the `Run`.
+early stops to the call's result and hands the outcome to the `Run`. `NO_LIVE_CALL` stands in
+when creating one failed, so the handler never asks whether a live call exists.
 """
 
 from __future__ import annotations
@@ -52,13 +53,35 @@ class LiveCall:
     def apply_to_result(self, result) -> None:
         self.monitor.apply_to_result(result)
 
-    def apply_to_summaries(self, summaries) -> None:
-        if summaries is not None:
-            self.monitor.apply_to_summaries(summaries)
+    def stops(self) -> dict[int, int]:
+        return self.monitor.stops()
 
-    def finish(self, span, summaries, profile, risk_threshold: float, result) -> None:
+    def finish(self, span, analysis, risk_threshold: float, result) -> None:
         if self.run is not None:
             self.run._finish_call(
-                span, summaries, profile, risk_threshold,
+                span, analysis, risk_threshold,
                 list(self.monitor.interventions.values()), list(getattr(result, "finish_reasons", [])),
             )
+
+
+class NoLiveCall:
+    """Stands in for a `LiveCall` that could not be created: no hook, no stop, no observed run."""
+
+    @contextlib.contextmanager
+    def active(self):
+        yield self
+
+    def arguments(self, wrapped, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, kwargs
+
+    def apply_to_result(self, result) -> None:
+        pass
+
+    def stops(self) -> dict[int, int]:
+        return {}
+
+    def finish(self, span, analysis, risk_threshold: float, result) -> None:
+        pass
+
+
+NO_LIVE_CALL = NoLiveCall()

@@ -130,11 +130,9 @@ class LiveMonitor:
                     result.completions[row] = result.completions[row][:kept]
             result.finish_reasons[row] = intervention.finish_reason
 
-    def apply_to_summaries(self, summaries) -> None:
-        """The padding generate appends after a stopped sequence is not part of it."""
-        for row, intervention in self.interventions.items():
-            if row < summaries.num_sequences:
-                summaries.valid[row, intervention.step + 1 :] = False
+    def stops(self) -> dict[int, int]:
+        """The last step of each stopped sequence: the padding generate appends after it is not part of it."""
+        return {row: intervention.step for row, intervention in self.interventions.items()}
 
 
 class StepHook(StoppingCriteria):

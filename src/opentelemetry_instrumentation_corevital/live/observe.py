@@ -17,7 +17,7 @@ import threading
 from contextvars import ContextVar
 from typing import Callable
 
-from ..analysis import RunAnalysis, analyze
+from ..analysis import RunAnalysis
 from ..rag import RagContext
 from .monitor import Intervention, StepListener
 from .step import StepSummary
@@ -43,10 +43,9 @@ class Run:
         self.interventions: list[Intervention] = []
         self.calls = 0
         self._span = None
-        self._summaries = None
-        self._profile = None
-        self._risk_threshold = 0.7
-        self._analysis: RunAnalysis | None = None
+        self._risk_threshold: float | None = None  # the instrumentor's, given with each call's analysis
+        # the last call's analysis, computed once by the handler for the span and this run alike
+        self.analysis: RunAnalysis | None = None
         self.finish_reasons: list[str] = []
 
     # -- live -----------------------------------------------------------------------------
@@ -72,21 +71,14 @@ class Run:
 
     # -- set by the handler when a call ends -----------------------------------------------
 
-    def _finish_call(self, span, summaries, profile, risk_threshold: float, interventions, finish_reasons) -> None:
+    def _finish_call(self, span, analysis, risk_threshold: float, interventions, finish_reasons) -> None:
         self.calls += 1
-        self._span, self._summaries, self._profile = span, summaries, profile
+        self._span, self.analysis = span, analysis
         self._risk_threshold = risk_threshold
-        self._analysis = None
         self.interventions.extend(interventions)
         self.finish_reasons = list(finish_reasons)
 
     # -- after the call ---------------------------------------------------------------------
-
-    @property
-    def analysis(self) -> RunAnalysis | None:
-        if self._analysis is None and self._summaries is not None:
-            self._analysis = analyze(self._summaries, self._profile)
-        return self._analysis
 
     @property
     def risk(self) -> float | None:
@@ -120,17 +112,14 @@ class Run:
         return Report.from_span(span)
 
     def should_intervene(self) -> bool:
-        """True when a sequence was stopped, a critical flag was raised (NaN/Inf, repetition loop,
-        mid-layer anomaly) or the risk reached the instrumentor's `risk_threshold`."""
+        """True when a sequence was stopped, a critical flag was raised (`HealthFlags.critical`)
+        or the risk reached the instrumentor's `risk_threshold`."""
         if self.interventions:
             return True
         analysis = self.analysis
         if analysis is None:
             return False
-        flags = analysis.aggregate.flags
-        critical = flags.nan_detected or flags.inf_detected or flags.repetition_loop_detected
-        critical = critical or flags.mid_layer_anomaly_detected
-        return bool(critical or analysis.aggregate.risk_score >= self._risk_threshold)
+        return bool(analysis.aggregate.flags.critical or analysis.aggregate.risk_score >= self._risk_threshold)
 
 
 @contextlib.contextmanager

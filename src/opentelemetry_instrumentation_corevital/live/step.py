@@ -4,7 +4,7 @@ A `StepComputer` belongs to one generate call (through its `LiveMonitor`). It co
 until someone asks for a step (a listener is attached or a `CoreVitalStoppingCriteria` is in
 the call): then, once per decoding step, it copies that step's summaries from the device
 buffers to a host mirror (one packed copy, one sync per step) and runs the same code as the
-end of the call (`resolve_paths`, then the analysis functions over the steps so far), so the
+end of the call (`CaptureSession.resolve`, then the analysis functions over the steps so far), so the
 live values are the final report's values and a recalibrated risk model or profile applies
 here too.
 """
@@ -21,7 +21,6 @@ from ..analysis.health import nonfinite_steps
 from ..analysis.risk import risk_features_of, risk_score
 from ..analysis.sequence import sequence_view
 from ..capture.buffers import HostSummaries
-from ..capture.paths import resolve_paths
 from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS, RunSummaries
 
@@ -132,11 +131,9 @@ class StepComputer:
         buffers, step = self.session.buffers, self.session.step
         self.mirror.extend(buffers, step, input_ids[:, -1])
         host = self.mirror.host_summaries(buffers, step + 1)
-        summaries = resolve_paths(host, input_ids.detach().cpu().numpy(), self.session.options, self.eos_token_ids)
-        # resolve_paths takes the newest step's surprisal from the next forward, which has not run yet
+        summaries = self.session.resolve(host, input_ids.detach().cpu().numpy(), self.eos_token_ids)
+        # the paths take the newest step's surprisal from the next forward, which has not run yet
         summaries.logits[:, step, _SURPRISAL] = host.surprisal[step]
-        summaries.num_heads = self.session.layout.num_heads
-        summaries.model_type = str(getattr(self.session.model.config, "model_type", "") or "")
         return summaries
 
     def step_summary(self, summaries: RunSummaries, sequence: int, step: int) -> StepSummary:

@@ -61,6 +61,11 @@ class HealthRecorder:
 
     # -- one generate call ---------------------------------------------------------------------
 
+    def analysis_of(self, summaries: RunSummaries, profile: Profile | None = None) -> RunAnalysis:
+        """The call's analysis under `profile` (the model type's profile when none was resolved);
+        the handler asks once per call and hands it to `record` and to live callers."""
+        return analyze(summaries, profile or self.profile(summaries.model_type))
+
     def record(
         self,
         span,
@@ -83,7 +88,7 @@ class HealthRecorder:
 
         profile = profile or self.profile(summaries.model_type)
         if analysis is None:
-            analysis = analyze(summaries, profile)
+            analysis = self.analysis_of(summaries, profile)
         aggregate = analysis.aggregate
 
         risk = events.finite_float(aggregate.risk_score)
