@@ -188,10 +188,15 @@ def _legend_bar(x: float, y: float, height: float, low: float, high: float, log:
 
 
 def _colour(t: float) -> str:
-    t = max(0.0, min(1.0, t)) * (len(_VIRIDIS) - 1)
-    i = min(int(t), len(_VIRIDIS) - 2)
+    return palette_colour(_VIRIDIS, t)
+
+
+def palette_colour(palette: tuple[tuple[int, int, int], ...], t: float) -> str:
+    """The hex colour at `t` in [0, 1] (clamped) along `palette`, linearly between its stops."""
+    t = max(0.0, min(1.0, t)) * (len(palette) - 1)
+    i = min(int(t), len(palette) - 2)
     f = t - i
-    r, g, b = (round(a + (b - a) * f) for a, b in zip(_VIRIDIS[i], _VIRIDIS[i + 1]))
+    r, g, b = (round(a + (b - a) * f) for a, b in zip(palette[i], palette[i + 1]))
     return f"#{r:02x}{g:02x}{b:02x}"
 
 

@@ -14,6 +14,7 @@ from html import escape
 
 from ..report import Report
 from ..report.views import shown_sequence
+from .svg import palette_colour
 from .tokens import SOURCE_EVENTS, Token, TokenLine, TokenText, completion_lines, prompt_tokens
 
 # pale blue -> yellow -> orange -> red: light enough for dark text on every stop
@@ -133,8 +134,4 @@ def _finite(value) -> bool:
 
 
 def _heat(t: float) -> str:
-    t = max(0.0, min(1.0, t)) * (len(_HEAT) - 1)
-    i = min(int(t), len(_HEAT) - 2)
-    f = t - i
-    r, g, b = (round(a + (b - a) * f) for a, b in zip(_HEAT[i], _HEAT[i + 1]))
-    return f"#{r:02x}{g:02x}{b:02x}"
+    return palette_colour(_HEAT, t)
