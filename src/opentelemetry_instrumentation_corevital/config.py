@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Mapping
 
+from .health_vocabulary import at_risk
+
 _logger = logging.getLogger(__name__)
 
 MODE_OFF, MODE_SUMMARY, MODE_FULL, MODE_ON_RISK = "off", "summary", "full", "on_risk"
@@ -178,7 +180,7 @@ class Settings:
         """`full` always; `on_risk` when the risk reaches the threshold or a critical flag is raised."""
         if self.capture_mode == MODE_FULL:
             return True
-        return self.capture_mode == MODE_ON_RISK and (critical or risk_score >= self.risk_threshold)
+        return self.capture_mode == MODE_ON_RISK and at_risk(risk_score, critical, self.risk_threshold)
 
     @classmethod
     def resolve(cls, overrides: dict | None = None, environ: dict | None = None) -> "Settings":

@@ -66,3 +66,8 @@ def flag_attribute(name: str) -> str:
 def short_flag_name(name: str) -> str:
     """`nan_detected` → `nan`, `high_entropy_steps` → `high_entropy`: the store's and CLI's name."""
     return name.removesuffix("_detected").removesuffix("_steps")
+
+
+def at_risk(risk_score: float, critical: bool, risk_threshold: float) -> bool:
+    """The one rule for a risky run: a critical flag, or a risk score at or over the threshold."""
+    return critical or risk_score >= risk_threshold

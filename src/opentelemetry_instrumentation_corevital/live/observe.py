@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Callable
 
 from ..analysis import RunAnalysis
+from ..health_vocabulary import at_risk
 from ..rag import RagContext
 from .monitor import Intervention, StepListener
 from .step import StepSummary
@@ -119,7 +120,7 @@ class Run:
         analysis = self.analysis
         if analysis is None:
             return False
-        return bool(analysis.aggregate.flags.critical or analysis.aggregate.risk_score >= self._risk_threshold)
+        return bool(at_risk(analysis.aggregate.risk_score, analysis.aggregate.flags.critical, self._risk_threshold))
 
 
 @contextlib.contextmanager
