@@ -36,6 +36,8 @@ SHORT_WINDOW = "10s"
 EXPECTED_FIRING = {"CoreVitalNaNOrInf", "CoreVitalHighRiskGenerations", "CoreVitalRiskP95High"}
 APP_START_TIMEOUT_S = 90
 ALERT_TIMEOUT_S = 60
+RULE_EVALUATION_S = 1.0
+MIN_CALLS_IN_WINDOW = 6  # calls alternate sound/NaN: from six calls on, a window's NaN share is within 0.08 of 0.5
 METRIC_NAME = re.compile(r"\b((?:corevital|gen_ai)_\w+)\s*[{\[]")  # a metric selector, not a label
 
 
@@ -104,7 +106,7 @@ def live(tmp_path_factory):
     app_port, prometheus_port = free_port(), free_port()
     (workdir / "rules.yml").write_text(yaml.safe_dump(fast_rules(), sort_keys=False))
     (workdir / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": f"{RULE_EVALUATION_S:g}s", "evaluation_interval": f"{RULE_EVALUATION_S:g}s"},
         "rule_files": [str(workdir / "rules.yml")],
         "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"{LOOPBACK}:{app_port}"]}]}],
     }))
@@ -155,8 +157,20 @@ def test_alerts_fire_on_nan_and_high_risk_generations(fired):
     assert not [a for a in firing if a["labels"].get("corevital_health_flag") == "inf_detected"]
 
 
+def calls_in_window(live: Live) -> float:
+    result = query(live, f'sum(increase(corevital_risk_score_count{{job="{JOB}"}}[{SHORT_WINDOW}]))')["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 def test_recorded_high_risk_ratio_matches_the_traffic(live, fired):
-    # Every round is one sound call (risk ~0.02) and one NaN call (risk 1.0): half are high-risk.
+    # Every round is one sound call (risk ~0.02) and one NaN call (risk 1.0): half are high-risk once
+    # the window holds several rounds. The alerts fire on the very first NaN call, when a window may
+    # hold that call alone (ratio 1.0), so wait for MIN_CALLS_IN_WINDOW calls and one more evaluation.
+    deadline = time.monotonic() + ALERT_TIMEOUT_S
+    while (calls := calls_in_window(live)) < MIN_CALLS_IN_WINDOW:
+        assert time.monotonic() < deadline, f"only {calls} calls in the last {SHORT_WINDOW}"
+        time.sleep(0.5)
+    time.sleep(RULE_EVALUATION_S * 1.5)
     (sample,) = query(live, f'corevital:high_risk_ratio:rate5m{{job="{JOB}"}}')["data"]["result"]
     assert float(sample["value"][1]) == pytest.approx(0.5, abs=0.15)
 
