@@ -82,9 +82,7 @@ def _batch_path(cache: Path, k: int, batch: list[Item]) -> Path:
 
 
 def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]:
-    import torch
-
-    from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
+    from opentelemetry_instrumentation_corevital.capture.standalone import generate_captured
 
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # some transformers versions load none from the GGUF file
@@ -94,28 +92,15 @@ def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]
     # without BOS answers nothing but "A:").
     inputs = tokenizer(texts, return_tensors="pt", padding=True,
                        add_special_tokens=not tokenizer.chat_template).to(model.device)
-    eos = model.generation_config.eos_token_id
-    eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
     item = batch[0]
     kwargs = {"max_new_tokens": item.max_new_tokens, "do_sample": False, "pad_token_id": tokenizer.pad_token_id,
               **item.generate_kwargs}
-    options = CaptureOptions(
-        max_steps=item.max_new_tokens,
-        eos_token_ids=tuple(sorted(eos_ids)),
-        input_batch=len(batch),
-        collapsed_head_entropy_bits=float(profile.collapsed_head_entropy_bits),
-        focused_head_concentration=float(profile.focused_head_concentration),
+    # attention_stride 1 (every step's attention, as the instrumentor's `full` mode): the cached sets were made so
+    output, summaries, fault = generate_captured(
+        model, inputs, kwargs, profile, max_steps=item.max_new_tokens, attention_stride=1
     )
-    session = CaptureSession(model, options)
-    try:
-        session.attach()
-        with session.active(), torch.no_grad():
-            output = model.generate(**inputs, **kwargs)
-    finally:
-        session.detach()
-    summaries = session.finish(output, eos_ids)
     if summaries is None:
-        raise RuntimeError(f"capture failed on batch starting {item.id}: {session.fault}")
+        raise RuntimeError(f"capture failed on batch starting {item.id}: {fault}")
     prompt_length = inputs["input_ids"].shape[1]
     return [
         Generation(

@@ -8,17 +8,13 @@ import numpy as np
 import torch
 
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
-
-
-def eos_ids(model) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set() if eos is None else ({eos} if isinstance(eos, int) else set(eos))
+from opentelemetry_instrumentation_corevital.capture.standalone import eos_token_ids_of
 
 
 def capture(model, inputs, **generate_kwargs):
     """Returns (generate output, RunSummaries, session)."""
     eos = generate_kwargs.get("eos_token_id")
-    eos = {eos} if eos is not None else eos_ids(model)
+    eos = {eos} if eos is not None else eos_token_ids_of(model)
     options = CaptureOptions(
         max_steps=generate_kwargs.get("max_new_tokens", 20),
         num_beams=generate_kwargs.get("num_beams", 1),

@@ -139,7 +139,8 @@ def _run_batch(loaded, indices: list[int], prompts: list[str], args) -> list:
     import torch
 
     from ..analysis.calibration import CalibrationRun
-    from ..capture.session import CaptureOptions, CaptureSession
+    from ..capture.standalone import generate_captured
+    from ..config import Settings
     from ..profiles import load_profile
 
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -150,24 +151,14 @@ def _run_batch(loaded, indices: list[int], prompts: list[str], args) -> list:
     # A chat template already opens with the model's BOS; plain text needs the tokenizer to add it.
     templated = texts != prompts
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated).to(model.device)
-    eos = model.generation_config.eos_token_id
-    eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
     common = {"max_new_tokens": args.max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-    profile = load_profile("default")
-    options = CaptureOptions(
-        attention_stride=4,  # as the instrumentor's `summary` mode
-        max_steps=args.max_new_tokens,
-        eos_token_ids=tuple(sorted(eos_ids)),
-        input_batch=len(prompts),
-        collapsed_head_entropy_bits=float(profile.collapsed_head_entropy_bits),
-        focused_head_concentration=float(profile.focused_head_concentration),
+    # recorded as the instrumentor's default `summary` mode records them
+    greedy, summaries, fault = generate_captured(
+        model, inputs, {"do_sample": False, **common}, load_profile("default"),
+        max_steps=args.max_new_tokens, attention_stride=Settings().attention_every,
     )
-    session = CaptureSession(model, options)
-    with session.attached(), session.active(), torch.no_grad():
-        greedy = model.generate(**inputs, do_sample=False, **common)
-    summaries = session.finish(greedy, eos_ids)
     if summaries is None:
-        raise CliError(f"capture failed on the model ({session.fault}); calibration needs the model's internals")
+        raise CliError(f"capture failed on the model ({fault}); calibration needs the model's internals")
     sampled = None
     if args.samples:
         torch.manual_seed(args.seed + indices[0])

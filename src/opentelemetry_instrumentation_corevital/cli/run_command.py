@@ -216,12 +216,12 @@ def _completion(loaded, inputs, output) -> str:
 
 def _token_text(loaded, inputs, output):
     """The prompt's and every returned sequence's tokens as text (decoding step i -> completion[row][i])."""
+    from ..capture.standalone import eos_token_ids_of
     from ..html_report.tokens import TokenText
 
     prompt_ids = inputs["input_ids"][0].tolist()
     start = 1 if loaded.model.config.is_encoder_decoder else len(prompt_ids)  # seq2seq rows start with the decoder start token
-    eos = loaded.model.generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    stops = eos_token_ids_of(loaded.model)
     completion = [_pieces(loaded.tokenizer, _until_stop(row[start:].tolist(), stops)) for row in output]
     return TokenText(completion=completion, prompt=_pieces(loaded.tokenizer, prompt_ids))
 
