@@ -25,7 +25,8 @@ import threading
 from transformers import LogitsProcessor
 from wrapt import FunctionWrapper, wrap_function_wrapper
 
-from .session import AUTO_COMPILE, active_session
+from .compiled import AUTO_COMPILE
+from .session import active_session
 
 _MODULE = "transformers.generation.utils"
 _installed = False

@@ -33,16 +33,12 @@ from ..summaries import RunSummaries
 from . import stats
 from .buffers import HostSummaries, StepBuffers
 from .clock import FirstTokenClock
+from .compiled import auto_compiled_forward, compiled_forward, model_device
 from .hashing import parents_from_full_rows
 from .inputs import decoder_step_ids, forward_cache
 from .layout import ModelLayout, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
-
-# transformers compiles the forward for these cache implementations (GenerationMixin._valid_auto_compile_criteria)
-_STATIC_CACHES = getattr(
-    importlib.import_module("transformers.generation.configuration_utils"), "ALL_STATIC_CACHE_IMPLEMENTATIONS", ("static",)
-)
 
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
@@ -138,7 +134,7 @@ class CaptureSession:
             self.detach()
 
     def attach(self, started: float | None = None) -> None:
-        self.clock.start(_model_device(self.model), started)
+        self.clock.start(model_device(self.model), started)
         _patch_module("decoding_loop").install()
         if not self.options.probes:
             return
@@ -444,43 +440,3 @@ class CaptureSession:
 
     def first_token_seconds(self, total_seconds: float) -> float | None:
         return self.clock.first_token_seconds(total_seconds)
-
-
-def compiled_forward(model: torch.nn.Module) -> str | None:
-    """How the user compiled the model's forward, or None: `model.compile()` or `torch.compile`
-    assigned to a module's `forward`, on the model or any of its submodules."""
-    for name, module in model.named_modules():
-        where = f"`{name}`" if name else "the model"
-        if getattr(module, "_compiled_call_impl", None) is not None:
-            return f"{where} is compiled (nn.Module.compile)"
-        if hasattr(module.__dict__.get("forward"), "_torchdynamo_orig_callable"):
-            return f"{where}'s forward is compiled (torch.compile)"
-    return None
-
-
-AUTO_COMPILE = "transformers compiles the forward for its static cache"
-
-
-def auto_compiled_forward(model: torch.nn.Module) -> str | None:
-    """AUTO_COMPILE when the model's generation_config asks for a static cache where transformers
-    compiles the forward itself (an accelerator, or a compile_config for every device), else None.
-    Known before any probe is attached; a static cache asked for in the call itself is reported
-    by `decoding_loop` when generate decides, before the first forward."""
-    config = getattr(model, "generation_config", None)
-    if config is None or getattr(config, "disable_compile", False):
-        return None
-    if getattr(config, "cache_implementation", None) not in _STATIC_CACHES:
-        return None
-    compile_config = getattr(config, "compile_config", None)
-    everywhere = bool(getattr(compile_config, "_compile_all_devices", False))
-    if everywhere or _model_device(model).type in ("cuda", "xpu", "neuron", "tpu"):
-        return AUTO_COMPILE
-    return None
-
-
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
