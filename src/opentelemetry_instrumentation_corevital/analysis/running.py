@@ -15,6 +15,7 @@ sequences valid at step s have s + 1 steps: the trailing windows of the batch li
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -171,9 +172,11 @@ class _Repetition:
         self.halfway = np.maximum(2, -(-self.required // 2))
         self.tokens = np.zeros((n, capacity), np.int64)
         self.keys = np.full((n, self.periods.size, capacity), -np.inf)
-        self.baselines = [_RunningMedian() for _ in range(n)]
+        self.medians = [_RunningMedian() for _ in range(n)]  # of every finite cosine so far
+        self.baseline = np.zeros(n)  # that median, clamped as repetition.relative_cosine does
         self.best = np.full((n, self.periods.size), -np.inf)  # running max of the loop window's minimum
-        self.records: list[list[list[tuple[float, int]]]] = [[[] for _ in self.periods] for _ in range(n)]
+        # per period, each new running max of the loop window's minimum: (values, steps where it was reached)
+        self.records = [[([], []) for _ in self.periods] for _ in range(n)]
         self.building = np.zeros(n, bool)
         self.steps = 0
 
@@ -194,21 +197,24 @@ class _Repetition:
             self.keys[rows[:, None], periods - 1, t] = keys
         if cosine is not None:
             for row, values in zip(rows, cosine.astype(np.float64)):
-                median = self.baselines[row]
-                for value in values[np.isfinite(values)]:
-                    median.add(float(value))
+                median = self.medians[row]
+                for value in values[np.isfinite(values)].tolist():
+                    median.add(value)
+        for row in rows.tolist():
+            median = self.medians[row]
+            self.baseline[row] = min(max(median.median() if len(median) else 0.0, 0.0), 1.0 - 1e-6)
         loop_min = self._window_min(rows, self.required)
         for row, p in zip(*np.nonzero(loop_min > self.best[rows])):
-            self.records[rows[row]][p].append((float(loop_min[row, p]), t))
+            values, steps = self.records[rows[row]][p]
+            values.append(float(loop_min[row, p]))
+            steps.append(t)
         self.best[rows] = np.maximum(self.best[rows], loop_min)
-        baselines = np.array([self._baseline(row) for row in rows])[:, None]
-        relative = (self._window_min(rows, self.halfway) - baselines) / (1.0 - baselines)
         self.building[:] = False
-        self.building[rows] = (relative > self._threshold).any(axis=1)
+        self.building[rows] = self._passes(self._window_min(rows, self.halfway), self.baseline[rows, None]).any(axis=1)
 
-    @property
-    def _threshold(self) -> float:
-        return self.profile.repetition_relative_cosine
+    def _passes(self, keys, baseline):
+        """The relative-cosine test of repetition.py, on keys (arrays or floats) against a baseline."""
+        return (keys - baseline) / (1.0 - baseline) > self.profile.repetition_relative_cosine
 
     def _window_min(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """float [n, P]: smallest key of each period's last `lengths[p]` steps (-inf before there are that many)."""
@@ -220,37 +226,20 @@ class _Repetition:
         minimum[:, lengths > t + 1] = -np.inf
         return minimum
 
-    def _baseline(self, row: int) -> float:
-        median = self.baselines[row]
-        baseline = median.median() if len(median) else 0.0
-        return min(max(baseline, 0.0), 1.0 - 1e-6)
-
-    def _relative(self, row: int, keys):
-        baseline = self._baseline(row)
-        with np.errstate(invalid="ignore"):
-            return (np.asarray(keys, np.float64) - baseline) / (1.0 - baseline)
-
     def loop(self, row: int) -> tuple[int, int] | None:
         """(start_step, end_step) of the earliest-starting loop (shortest period on a tie), or None."""
+        baseline = float(self.baseline[row])
         found = None
-        for p in np.flatnonzero(self._relative(row, self.best[row]) > self._threshold):
-            values = [value for value, _ in self.records[row][p]]
-            low, high = 0, len(values) - 1
-            while low < high:  # the first record that passes: passing is monotone in the value
-                middle = (low + high) // 2
-                if self._relative(row, values[middle]) > self._threshold:
-                    high = middle
-                else:
-                    low = middle + 1
-            confirmed_at = self.records[row][p][low][1]
-            start = confirmed_at - int(self.required[p]) + 1 - int(self.periods[p])
+        for p in np.flatnonzero(self._passes(self.best[row], baseline)).tolist():
+            values, steps = self.records[row][p]
+            first = bisect.bisect_left(values, True, key=lambda value: self._passes(value, baseline))
+            start = steps[first] - int(self.required[p]) + 1 - int(self.periods[p])
             if found is None or start < found[0]:
-                found = (start, confirmed_at, p)
+                found = (start, steps[first], p)
         if found is None:
             return None
         start, confirmed_at, p = found
-        later = self.keys[row, p, confirmed_at + 1 : self.steps]
-        breaks = np.flatnonzero(~(self._relative(row, later) > self._threshold))
+        breaks = np.flatnonzero(~self._passes(self.keys[row, p, confirmed_at + 1 : self.steps], baseline))
         end = confirmed_at + int(breaks[0]) if breaks.size else self.steps - 1
         return start, end
 
@@ -265,6 +254,7 @@ class RunningHealth:
         self.num_heads = num_heads
         self.capacity = capacity
         self.steps = 0
+        self.running = np.zeros(0, np.int64)  # the sequences valid at the newest step
         self.nonfinite = np.zeros(n, bool)  # at the newest step
         self.any_nonfinite = np.zeros(n, bool)
         self.entropy, self.surprisal = _FiniteMean(n), _FiniteMean(n)
@@ -284,7 +274,7 @@ class RunningHealth:
         self.repetition: _Repetition | None = None
 
     def add_step(self, step: StepRows) -> None:
-        rows = np.flatnonzero(step.valid)
+        rows = self.running = np.flatnonzero(step.valid)
         t = self.steps
         if self.repetition is None:
             lags = 0 if step.repetition_cosine is None else step.repetition_cosine.shape[1]
@@ -364,8 +354,8 @@ class RunningHealth:
         exploded = np.zeros(self.nonfinite.size, bool)
         if self.steps - 1 < MIN_BASELINE_STEPS or self.middle.start == self.middle.stop:
             return self.middle_nonfinite.copy()
-        for row, medians in enumerate(self.middle_l2_medians):
-            baseline = np.array([median.median() for median in medians])
+        for row in self.running.tolist():
+            baseline = np.array([median.median() for median in self.middle_l2_medians[row]])
             with np.errstate(invalid="ignore"):
                 exploded[row] = ((self.middle_l2_max[row] > self.profile.l2_explosion_multiplier * baseline)
                                  & (baseline > 0)).any()
@@ -387,13 +377,13 @@ class RunningHealth:
         blamed = (observed >= 2) & (share >= self.profile.collapse_persistence)
         return blamed.sum(axis=1) / max(self.num_layers, 1)
 
-    def features(self) -> list[dict[str, float]]:
-        """Per sequence, the features risk_features_of gives for its steps so far."""
-        profile, steps = self.profile, self.steps
+    def features(self) -> dict[int, dict[str, float]]:
+        """Per sequence running at the newest step, the features risk_features_of gives for its steps so far."""
+        steps = self.steps
         recent, earlier = self.entropy_window.recent_and_earlier()
         with np.errstate(invalid="ignore"):
             rise = recent - earlier
-        loops = [self.repetition.loop(row) for row in range(self.nonfinite.size)]
+        loops = [self.repetition.loop(row) if row in self.running else None for row in range(self.nonfinite.size)]
         columns = {
             NAN_OR_INF: self.any_nonfinite.astype(np.float64),
             "entropy_mean": self.entropy.mean(),
@@ -413,10 +403,10 @@ class RunningHealth:
             "confident_run_fraction": self.confident_runs.fraction(steps),
         }
         clipped = {name: np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT) for name, values in columns.items()}
-        return [{name: float(values[row]) for name, values in clipped.items()} for row in range(self.nonfinite.size)]
+        return {row: {name: float(values[row]) for name, values in clipped.items()} for row in self.running.tolist()}
 
-    def signals(self) -> list[tuple[str, ...]]:
-        """Per sequence, the early-warning signals active at the newest step (early_warning_of, live)."""
+    def signals(self) -> dict[int, tuple[str, ...]]:
+        """Per sequence running at the newest step, its early-warning signals there (early_warning_of, live)."""
         profile = self.profile
         entropy_recent, entropy_earlier = self.entropy_window.recent_and_earlier()
         margin_recent, margin_earlier = self.margin_window.recent_and_earlier()
@@ -434,7 +424,7 @@ class RunningHealth:
                 NAN_OR_INF: self.any_nonfinite,
             }
         order = (NAN_OR_INF, *WARNING_SIGNAL_NAMES)
-        return [tuple(name for name in order if fired[name][row]) for row in range(self.nonfinite.size)]
+        return {row: tuple(name for name in order if fired[name][row]) for row in self.running.tolist()}
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

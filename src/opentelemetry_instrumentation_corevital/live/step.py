@@ -144,7 +144,7 @@ class StepComputer:
                 repetition_loop=features[row]["repetition_loop"] > 0,
                 nonfinite=bool(self.health.nonfinite[row]),
             )
-            for row in np.flatnonzero(rows.valid).tolist()
+            for row in self.health.running.tolist()
         ]
 
     def _rows_at(self, t: int) -> StepRows:
