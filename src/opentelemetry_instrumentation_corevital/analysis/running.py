@@ -186,7 +186,7 @@ class _Repetition:
         self.tokens[rows, t] = tokens
         periods = self.periods[self.periods <= t]
         if periods.size:
-            same = self.tokens[rows, t][:, None] == self.tokens[rows][:, t - periods]  # [n, P']
+            same = tokens[:, None] == self.tokens[rows[:, None], t - periods]  # [n, P']
             keys = np.where(same, np.inf, -np.inf)
             with_cosine = periods <= self.lags
             if with_cosine.any():
