@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -73,7 +72,8 @@ def live_runs(draw):
         cosine = mostly(cosine, [np.nan], 0.03).astype(np.float32)
     low = draw(st.booleans())
     logits = np.zeros((n, s, len(LOGIT_STATS)), np.float32)
-    entropy = np.where(rng.random((n, s)) < (0.7 if low else 0.1), rng.uniform(0, 0.6, (n, s)), rng.uniform(0, 7, (n, s)))
+    low_steps = rng.random((n, s)) < (0.7 if low else 0.1)
+    entropy = np.where(low_steps, rng.uniform(0, 0.6, (n, s)), rng.uniform(0, 7, (n, s)))
     logits[..., LOGIT_STATS.index("entropy")] = mostly(entropy, [np.nan, np.inf], 0.03)
     logits[..., LOGIT_STATS.index("margin")] = mostly(rng.uniform(0, 1, (n, s)), [np.nan, 0.0], 0.05)
     logits[..., LOGIT_STATS.index("max_prob")] = mostly(rng.uniform(0.2, 1, (n, s)), [np.nan, 0.95, 0.99], 0.3)

@@ -34,7 +34,7 @@ class CompareWithFullRecompute(StoppingCriteria):
         computer = monitor.computer
         step = computer.session.step
         summaries = full_recompute(computer.session, input_ids, set(computer.eos_token_ids.tolist()))
-        running = [i for i in range(summaries.num_sequences) if summaries.valid[i, step] and i not in monitor.interventions]
+        running = [i for i in np.flatnonzero(summaries.valid[:, step]).tolist() if i not in monitor.interventions]
         assert [s.sequence for s in live] == running, f"step {step}"
         for summary in live:
             i, where = summary.sequence, f"sequence {summary.sequence} step {step}"

@@ -258,7 +258,8 @@ class RunningHealth:
         self.nonfinite = np.zeros(n, bool)  # at the newest step
         self.any_nonfinite = np.zeros(n, bool)
         self.entropy, self.surprisal = _FiniteMean(n), _FiniteMean(n)
-        self.confidence, self.answer_confidence, self.chosen_probability = _FiniteMean(n), _FiniteMean(n), _FiniteMean(n)
+        self.confidence, self.answer_confidence = _FiniteMean(n), _FiniteMean(n)
+        self.chosen_probability = _FiniteMean(n)
         self.entropy_max = np.full(n, -np.inf)
         self.high_entropy, self.low_margin = np.zeros(n, np.int64), np.zeros(n, np.int64)
         self.low_entropy_runs = _LongRuns(n, profile.low_entropy_min_run)
@@ -268,7 +269,8 @@ class RunningHealth:
         self.surprisal_ring = np.full((n, window), -np.inf)
         _, self.middle = layer_thirds(num_layers)
         self.middle_nonfinite = np.zeros(n, bool)
-        self.middle_l2_medians = [[_RunningMedian() for _ in range(self.middle.start, self.middle.stop)] for _ in range(n)]
+        middle_layers = range(self.middle.start, self.middle.stop)
+        self.middle_l2_medians = [[_RunningMedian() for _ in middle_layers] for _ in range(n)]
         self.middle_l2_max = np.full((n, self.middle.stop - self.middle.start), -np.inf)
         self.collapse_counts: np.ndarray | None = None  # [N, L, heads + 1] histogram of collapsed-head counts
         self.repetition: _Repetition | None = None
@@ -316,16 +318,15 @@ class RunningHealth:
         self.nonfinite[rows] = layer_nonfinite.any(axis=1) | logit_nonfinite
         self.any_nonfinite |= self.nonfinite
         self.middle_nonfinite[rows] |= layer_nonfinite[:, self.middle].any(axis=1)
+        if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
+            self.norm_window.add(rows, np.full(rows.size, np.nan))
+            return
         l2 = hidden[..., _L2]
         finite = np.isfinite(l2)
         counts = finite.sum(axis=1)
         mean_l2 = np.full(rows.size, np.nan)
         np.divide(np.where(finite, l2, 0.0).sum(axis=1), counts, out=mean_l2, where=counts > 0)
-        if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
-            mean_l2[:] = np.nan
         self.norm_window.add(rows, mean_l2)
-        if t == 0:
-            return
         middle = l2[:, self.middle]
         self.middle_l2_max[rows] = np.fmax(self.middle_l2_max[rows], np.where(np.isfinite(middle), middle, -np.inf))
         for row, values in zip(rows, middle):
@@ -383,7 +384,12 @@ class RunningHealth:
         recent, earlier = self.entropy_window.recent_and_earlier()
         with np.errstate(invalid="ignore"):
             rise = recent - earlier
-        loops = [self.repetition.loop(row) if row in self.running else None for row in range(self.nonfinite.size)]
+        loop_found, loop_share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
+        for row in self.running.tolist():
+            loop = self.repetition.loop(row)
+            if loop is not None:
+                start, end = loop
+                loop_found[row], loop_share[row] = 1.0, (end - start + 1) / steps
         columns = {
             NAN_OR_INF: self.any_nonfinite.astype(np.float64),
             "entropy_mean": self.entropy.mean(),
@@ -392,8 +398,8 @@ class RunningHealth:
             "high_entropy_fraction": self.high_entropy / steps,
             "low_margin_fraction": self.low_margin / steps,
             "low_entropy_run_fraction": self.low_entropy_runs.fraction(steps),
-            "repetition_loop": np.array([float(loop is not None) for loop in loops]),
-            "repetition_fraction": np.array([0.0 if loop is None else (loop[1] - loop[0] + 1) / steps for loop in loops]),
+            "repetition_loop": loop_found,
+            "repetition_fraction": loop_share,
             "mid_layer_anomaly": self._mid_layer_anomaly().astype(np.float64),
             "attention_collapse_fraction": self._collapse_fraction(),
             "entropy_rise": np.where(np.isfinite(rise), np.maximum(0.0, rise), 0.0),
@@ -416,7 +422,8 @@ class RunningHealth:
             fired = {
                 "entropy_rising": (rise >= profile.entropy_rise_bits)
                 & (rise >= profile.trend_spread * self.entropy_window.earlier_std()),
-                "margin_collapsing": (margin_earlier > 0) & (margin_recent <= profile.margin_collapse_ratio * margin_earlier)
+                "margin_collapsing": (margin_earlier > 0)
+                & (margin_recent <= profile.margin_collapse_ratio * margin_earlier)
                 & (drop >= profile.trend_spread * self.margin_window.earlier_std()),
                 "repetition_building": self.repetition.building,
                 "surprisal_spike": self.surprisal_ring.max(axis=1) > profile.surprisal_spike_bits,
