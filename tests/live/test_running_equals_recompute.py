@@ -27,12 +27,13 @@ class CompareWithFullRecompute(StoppingCriteria):
     def __init__(self):
         self.compared: dict[int, list[int]] = {}  # step -> sequences compared there
         self.loop_steps: list[tuple[int, int]] = []
+        self.profile = None
 
     def __call__(self, input_ids, scores, **kwargs):
         monitor = active_monitor()
         live = monitor.advance(input_ids)
         computer = monitor.computer
-        step = computer.session.step
+        step, self.profile = computer.session.step, computer.profile
         summaries = full_recompute(computer.session, input_ids, set(computer.eos_token_ids.tolist()))
         running = [i for i in np.flatnonzero(summaries.valid[:, step]).tolist() if i not in monitor.interventions]
         assert [s.sequence for s in live] == running, f"step {step}"
@@ -54,17 +55,26 @@ class CompareWithFullRecompute(StoppingCriteria):
 
 def generate_compared(model, prompt, criteria=(), **kwargs):
     check = CompareWithFullRecompute()
+    kwargs.setdefault("do_sample", False)
     with observe(on_step=lambda summary: None):
-        output = model.generate(prompt, do_sample=False, stopping_criteria=[check, *criteria], **kwargs)
+        output = model.generate(prompt, stopping_criteria=[check, *criteria], **kwargs)
     return output, check
 
 
-@pytest.mark.parametrize("name", ["llama", "t5"])
+@pytest.mark.parametrize("name", ["llama", "t5", "gpt2", "qwen2"])
 def test_every_step_equals_the_full_analysis(models, telemetry, instrument, name):
     instrument()
     _, check = generate_compared(models[name], prompt_ids(batch=2), max_new_tokens=24, min_new_tokens=24)
     assert check.compared == {step: [0, 1] for step in range(24)}
     assert "corevital.error" not in telemetry.only_span().attributes
+
+
+def test_sampled_steps_equal_the_full_analysis(models, telemetry, instrument):
+    instrument()
+    torch.manual_seed(0)
+    _, check = generate_compared(models["llama"], prompt_ids(batch=3), do_sample=True, temperature=1.5, top_k=20,
+                                 max_new_tokens=32, min_new_tokens=32)
+    assert check.compared == {step: [0, 1, 2] for step in range(32)}
 
 
 @pytest.mark.parametrize("overrides", [{}, EVERY_FEATURE], ids=["llama profile", "calibrated profile"])
@@ -79,6 +89,7 @@ def test_a_batch_of_a_loop_an_early_eos_and_a_nan_equals_the_full_analysis(succe
     assert all(rows == [0, 2] for step, rows in check.compared.items() if step > FLUENT_EOS_STEP)
     assert len(check.compared) == 40
     assert {i for i, _ in check.loop_steps} == {0}  # the loop is confirmed live, on the looping sequence only
+    assert check.profile.calibrated == bool(overrides)
     assert "corevital.error" not in telemetry.only_span().attributes
 
 
