@@ -15,7 +15,6 @@ sequences valid at step s have s + 1 steps: the trailing windows of the batch li
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -160,7 +159,8 @@ class _Repetition:
     in k, so a run of repeats is a window whose smallest key passes; b moves every step, so
     the decisions of past steps move with it, and every query is made against today's b:
     - loop at p: the largest window minimum so far passes; the first step it was confirmed
-      is found among the records of the window minimum's running maximum (binary search);
+      is the first passing record of the window minimum's running maximum (a few per period:
+      a record is a new maximum), for every sequence and period in one numpy expression;
     - building: the window of the last `halfway` keys passes.
     """
 
@@ -175,8 +175,10 @@ class _Repetition:
         self.medians = [_RunningMedian() for _ in range(n)]  # of every finite cosine so far
         self.baseline = np.zeros(n)  # that median, clamped as repetition.relative_cosine does
         self.best = np.full((n, self.periods.size), -np.inf)  # running max of the loop window's minimum
-        # per period, each new running max of the loop window's minimum: (values, steps where it was reached)
-        self.records = [[([], []) for _ in self.periods] for _ in range(n)]
+        # each new running max of the loop window's minimum, per sequence and period, and its step
+        self.record_values = np.full((n, self.periods.size, 4), np.nan)
+        self.record_steps = np.zeros((n, self.periods.size, 4), np.int64)
+        self.record_counts = np.zeros((n, self.periods.size), np.int64)
         self.building = np.zeros(n, bool)
         self.steps = 0
 
@@ -204,11 +206,7 @@ class _Repetition:
             median = self.medians[row]
             self.baseline[row] = min(max(median.median() if len(median) else 0.0, 0.0), 1.0 - 1e-6)
         loop_min = self._window_min(rows, self.required)
-        for row, p in zip(*np.nonzero(loop_min > self.best[rows])):
-            values, steps = self.records[rows[row]][p]
-            values.append(float(loop_min[row, p]))
-            steps.append(t)
-        self.best[rows] = np.maximum(self.best[rows], loop_min)
+        self._add_records(rows, loop_min, t)
         self.building[:] = False
         self.building[rows] = self._passes(self._window_min(rows, self.halfway), self.baseline[rows, None]).any(axis=1)
 
@@ -226,22 +224,36 @@ class _Repetition:
         minimum[:, lengths > t + 1] = -np.inf
         return minimum
 
-    def loop(self, row: int) -> tuple[int, int] | None:
-        """(start_step, end_step) of the earliest-starting loop (shortest period on a tie), or None."""
-        baseline = float(self.baseline[row])
-        found = None
-        for p in np.flatnonzero(self._passes(self.best[row], baseline)).tolist():
-            values, steps = self.records[row][p]
-            first = bisect.bisect_left(values, True, key=lambda value: self._passes(value, baseline))
-            start = steps[first] - int(self.required[p]) + 1 - int(self.periods[p])
-            if found is None or start < found[0]:
-                found = (start, steps[first], p)
-        if found is None:
-            return None
-        start, confirmed_at, p = found
-        breaks = np.flatnonzero(~self._passes(self.keys[row, p, confirmed_at + 1 : self.steps], baseline))
-        end = confirmed_at + int(breaks[0]) if breaks.size else self.steps - 1
-        return start, end
+    def _add_records(self, rows: np.ndarray, loop_min: np.ndarray, t: int) -> None:
+        new = loop_min > self.best[rows]
+        self.best[rows] = np.maximum(self.best[rows], loop_min)
+        if not new.any():
+            return
+        if self.record_counts.max() == self.record_values.shape[2]:
+            self.record_values = np.concatenate([self.record_values, np.full_like(self.record_values, np.nan)], axis=2)
+            self.record_steps = np.concatenate([self.record_steps, np.zeros_like(self.record_steps)], axis=2)
+        row, period = np.nonzero(new)
+        slot = self.record_counts[rows[row], period]
+        self.record_values[rows[row], period, slot] = loop_min[row, period]
+        self.record_steps[rows[row], period, slot] = t
+        self.record_counts[rows[row], period] += 1
+
+    def loops(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start_step, end_step) [n] of each sequence's earliest-starting loop (shortest period on
+        a tie); start -1 where there is none."""
+        baseline = self.baseline[rows, None]
+        passing = self._passes(self.record_values[rows], baseline[..., None])  # [n, P, records]
+        first = passing.argmax(axis=2)
+        confirmed_at = np.take_along_axis(self.record_steps[rows], first[..., None], axis=2)[..., 0]
+        starts = np.where(passing.any(axis=2), confirmed_at - self.required + 1 - self.periods, self.steps)
+        period = starts.argmin(axis=1)  # the first minimum: the shortest period on a tie
+        start = starts[np.arange(rows.size), period]
+        end = np.full(rows.size, -1)
+        for index in np.flatnonzero(start < self.steps).tolist():
+            row, p, confirmed = rows[index], period[index], confirmed_at[index, period[index]]
+            breaks = np.flatnonzero(~self._passes(self.keys[row, p, confirmed + 1 : self.steps], baseline[index]))
+            end[index] = confirmed + int(breaks[0]) if breaks.size else self.steps - 1
+        return np.where(start < self.steps, start, -1), end
 
 
 class RunningHealth:
@@ -385,11 +397,9 @@ class RunningHealth:
         with np.errstate(invalid="ignore"):
             rise = recent - earlier
         loop_found, loop_share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
-        for row in self.running.tolist():
-            loop = self.repetition.loop(row)
-            if loop is not None:
-                start, end = loop
-                loop_found[row], loop_share[row] = 1.0, (end - start + 1) / steps
+        start, end = self.repetition.loops(self.running)
+        loop_found[self.running] = start >= 0
+        loop_share[self.running] = np.where(start >= 0, (end - start + 1) / steps, 0.0)
         columns = {
             NAN_OR_INF: self.any_nonfinite.astype(np.float64),
             "entropy_mean": self.entropy.mean(),
