@@ -9,6 +9,7 @@ import torch
 from transformers import StoppingCriteria
 
 from opentelemetry_instrumentation_corevital import CoreVitalStoppingCriteria, observe
+from opentelemetry_instrumentation_corevital.analysis.running import RunningHealth
 from opentelemetry_instrumentation_corevital.live.monitor import active_monitor
 from opentelemetry_instrumentation_corevital.summaries import LOGIT_STATS
 from tests.conftest import prompt_ids
@@ -105,3 +106,30 @@ def test_the_health_stop_sees_the_same_values_and_stops_at_the_same_steps(succes
     last_compared = {i: max(step for step, rows in check.compared.items() if i in rows) for i in (0, 2)}
     first_loop = min(step for i, step in check.loop_steps if i == 0)
     assert last_compared[0] == first_loop
+
+
+class InjectedFault(Exception):
+    pass
+
+
+def test_a_fault_in_the_running_update_ends_live_health_for_the_call_and_generation_goes_on(
+    models, telemetry, instrument, monkeypatch
+):
+    """After a failed update the running state is incomplete: no value is better than a wrong one."""
+    model = models["llama"]
+    expected = model.generate(prompt_ids(), max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    instrument()
+    add_step = RunningHealth.add_step
+
+    def fails_at_step_3(health, rows):
+        if health.steps == 3:
+            raise InjectedFault("update")
+        return add_step(health, rows)
+
+    monkeypatch.setattr(RunningHealth, "add_step", fails_at_step_3)
+    seen = []
+    with observe(on_step=seen.append):
+        output = model.generate(prompt_ids(), max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    assert torch.equal(output, expected)
+    assert [s.step for s in seen] == [0, 1, 2]
+    assert telemetry.only_span().attributes["corevital.error"].startswith("live: InjectedFault")

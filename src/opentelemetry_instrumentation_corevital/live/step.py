@@ -106,6 +106,7 @@ class StepComputer:
         self.mirror = _HostMirror()
         self.health: RunningHealth | None = None
         self.finished: np.ndarray | None = None  # bool [R]: chose EOS at an earlier step
+        self.failed = False  # an update raised: the running state is incomplete from there on
 
     def unavailable_reason(self, input_ids: torch.Tensor) -> str | None:
         session = self.session
@@ -120,16 +121,23 @@ class StepComputer:
         return None
 
     def advance(self, input_ids: torch.Tensor) -> list[StepSummary]:
-        """The StepSummary of every sequence still running at session.step (its EOS step included)."""
+        """The StepSummary of every sequence still running at session.step (its EOS step included);
+        none for the rest of the call once an update failed (the caller recorded that fault)."""
+        if self.failed:
+            return []
         buffers, step = self.session.buffers, self.session.step
-        self.mirror.extend(buffers, step, input_ids)
-        if self.health is None:
-            self.health = RunningHealth(self.profile, buffers.rows, buffers.num_layers,
-                                        self.session.layout.num_heads, buffers.max_steps)
-            self.finished = np.zeros(buffers.rows, bool)
-        for t in range(self.health.steps, step + 1):
-            rows = self._rows_at(t)
-            self.health.add_step(rows)
+        try:
+            self.mirror.extend(buffers, step, input_ids)
+            if self.health is None:
+                self.health = RunningHealth(self.profile, buffers.rows, buffers.num_layers,
+                                            self.session.layout.num_heads, buffers.max_steps)
+                self.finished = np.zeros(buffers.rows, bool)
+            for t in range(self.health.steps, step + 1):
+                rows = self._rows_at(t)
+                self.health.add_step(rows)
+        except Exception:
+            self.failed = True
+            raise
         features, signals = self.health.features(), self.health.signals()
         return [
             StepSummary(
