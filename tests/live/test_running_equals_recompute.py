@@ -9,7 +9,7 @@ import torch
 from transformers import StoppingCriteria
 
 from opentelemetry_instrumentation_corevital import CoreVitalStoppingCriteria, observe
-from opentelemetry_instrumentation_corevital.analysis.running import RunningHealth
+from opentelemetry_instrumentation_corevital.analysis import running
 from opentelemetry_instrumentation_corevital.live.monitor import active_monitor
 from opentelemetry_instrumentation_corevital.summaries import LOGIT_STATS
 from tests.conftest import prompt_ids
@@ -119,14 +119,16 @@ def test_a_fault_in_the_running_update_ends_live_health_for_the_call_and_generat
     model = models["llama"]
     expected = model.generate(prompt_ids(), max_new_tokens=12, min_new_tokens=12, do_sample=False)
     instrument()
-    add_step = RunningHealth.add_step
+    add_repetition = running._Repetition.add
+    faults = []
 
-    def fails_at_step_3(health, rows):
-        if health.steps == 3:
+    def fails_once_at_step_3(repetition, *args):  # the step's other features are in by then
+        if repetition.steps == 3 and not faults:
+            faults.append(3)
             raise InjectedFault("update")
-        return add_step(health, rows)
+        return add_repetition(repetition, *args)
 
-    monkeypatch.setattr(RunningHealth, "add_step", fails_at_step_3)
+    monkeypatch.setattr(running._Repetition, "add", fails_once_at_step_3)
     seen = []
     with observe(on_step=seen.append):
         output = model.generate(prompt_ids(), max_new_tokens=12, min_new_tokens=12, do_sample=False)
