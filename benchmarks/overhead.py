@@ -10,14 +10,15 @@ a share of the model's own weights. `original` reproduces the original CoreVital
 (eager attention plus output_attentions / output_hidden_states / output_scores) for scale.
 `listener` is summary mode with a (no-op) step listener attached, `health_stop` summary mode
 with a CoreVitalStoppingCriteria whose rules are all off: both pay the per-step host copy and
-the analysis of the steps so far, and neither shortens the run.
+the running health update, and neither shortens the run.
 
 `--compile static` runs the compiled path: a static cache, with which transformers compiles
 the forward by itself (its default CompileConfig: inductor with CUDA graphs, "reduce-overhead");
 `--compile static-inductor` the same without CUDA graphs. There the table also gives how many
 graphs Dynamo compiled after the warm-up (0 is the target: any is a recompile CoreVital caused),
 and plain generate's median before any instrumented run and after the last one.
-`--launches` counts, with torch.profiler, the device kernels (CPU: top-level aten operators)
+`--step-cost` times the live health per decoding step at steps 32 and 256 (constant work per
+step shows as a flat figure). `--launches` counts, with torch.profiler, the device kernels (CPU: top-level aten operators)
 each mode runs per decoding step beyond plain generate.
 """
 
@@ -235,6 +236,36 @@ def launches_per_step(modes: Modes, modes_list, prompt: int, batch: int, device:
     return {mode: round((count(mode) - plain) / steps, 1) for mode in modes_list if mode != "original"}
 
 
+def live_step_cost(modes: Modes, prompt: int, batch: int, device: str, at=(32, 256), repeats: int = 3) -> dict:
+    """Microseconds the live health takes per decoding step around each step in `at` (median
+    over steps s-4..s+3 of `repeats` listener runs): LiveMonitor.advance, i.e. the packed host
+    copy (which waits for the step on an accelerator), the health update and the summaries.
+    Flat from step 32 to step 256 means constant work per step."""
+    from opentelemetry_instrumentation_corevital.live.monitor import LiveMonitor
+
+    ids = prompt_batch(modes.model, prompt, batch, device)
+    durations: dict[int, list[float]] = {}
+    advance = LiveMonitor.advance
+
+    def timed(monitor, input_ids):
+        started = time.perf_counter()
+        try:
+            return advance(monitor, input_ids)
+        finally:
+            durations.setdefault(monitor.computer.session.step, []).append(time.perf_counter() - started)
+
+    LiveMonitor.advance = timed
+    try:
+        for _ in range(repeats):
+            modes.run("listener", ids, max(at) + 4, device)
+    finally:
+        LiveMonitor.advance = advance
+    return {
+        f"step_{step}_us": round(1e6 * statistics.median(d for t in range(step - 4, step + 4) for d in durations[t]), 1)
+        for step in at
+    }
+
+
 def summarise(pairs: dict, model_bytes: int) -> dict:
     plain_runs = [plain for runs in pairs.values() for plain, _ in runs]
     plain_peak = max((r.peak_bytes or 0) for r in plain_runs)
@@ -282,6 +313,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", choices=COMPILE_MODES, default="none", help="the compiled path (static cache)")
     parser.add_argument("--launches", action="store_true", help="count kernels added per step (torch.profiler)")
     parser.add_argument("--device", help="override the preset's device (e.g. cpu for a dry run)")
+    parser.add_argument("--step-cost", action="store_true",
+                        help="time the live health per step at steps 32 and 256 (listener runs of 260 tokens)")
     args = parser.parse_args(argv)
     preset = dict(PRESETS[args.preset])
     if args.device:
@@ -301,6 +334,8 @@ def main(argv=None) -> int:
             case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(pairs, model_bytes), **extra)
             if args.launches:
                 case["launches_added_per_step"] = launches_per_step(modes, args.modes, prompt, batch, device)
+            if args.step_cost:
+                case["live_step_cost"] = live_step_cost(modes, prompt, batch, device)
             results["cases"].append(case)
             print(json.dumps(case), flush=True)
     if args.json:
@@ -334,7 +369,8 @@ def render_table(results: dict) -> str:
         lines.append(f"| {case['prompt']} | {case['batch']} | {plain:.3f} | " + " | ".join(cells) + " |")
     for case in results["cases"]:
         notes = {key: case[key] for key in (
-            "graphs_compiled_after_warmup", "plain_before_s", "plain_after_s", "launches_added_per_step"
+            "graphs_compiled_after_warmup", "plain_before_s", "plain_after_s", "launches_added_per_step",
+            "live_step_cost",
         ) if key in case}
         if notes:
             lines.append(f"prompt {case['prompt']} batch {case['batch']}: {json.dumps(notes)}")

@@ -52,7 +52,7 @@ FACTOR_BELOW_REFERENCE = {
 }
 
 # Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
-_FEATURE_LIMIT = 1e6
+FEATURE_LIMIT = 1e6
 
 
 def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
@@ -86,7 +86,7 @@ def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
         "confident_run_fraction": _long_run_fraction(max_prob > profile.confident_probability,
                                                      profile.low_entropy_min_run),
     }
-    return {name: float(np.clip(value, -_FEATURE_LIMIT, _FEATURE_LIMIT)) for name, value in features.items()}
+    return {name: float(np.clip(value, -FEATURE_LIMIT, FEATURE_LIMIT)) for name, value in features.items()}
 
 
 def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = None) -> dict[str, float]:

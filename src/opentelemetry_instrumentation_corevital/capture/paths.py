@@ -66,7 +66,7 @@ def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int, tokens: np.nd
     return out
 
 
-def _attention(heads: np.ndarray | None, t_idx, r_idx, options) -> np.ndarray | None:
+def attention_summaries(heads: np.ndarray | None, t_idx, r_idx, options) -> np.ndarray | None:
     if heads is None:
         return None
     per_head = heads[t_idx, :, :, r_idx]  # [N, S, L, 2, H]
@@ -130,8 +130,8 @@ def resolve_paths(
         token_ids=generated.astype(np.int64),
         valid=valid,
         hidden=host.hidden[t_idx, :, paths],
-        attention=_attention(host.heads, t_idx, paths, options),
-        cross_attention=_attention(host.cross_heads, t_idx, paths, options),
+        attention=attention_summaries(host.heads, t_idx, paths, options),
+        cross_attention=attention_summaries(host.cross_heads, t_idx, paths, options),
         repetition_cosine=_repetition_by_lag(host.cosine_by_slot, t_idx, paths),
         num_heads=num_heads,
         model_type=model_type,

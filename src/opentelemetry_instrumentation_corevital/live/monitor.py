@@ -74,11 +74,8 @@ class LiveMonitor:
                 if self.span.is_recording():
                     self.span.set_attribute(attrs.LIVE_UNAVAILABLE_REASON, reason)
                 return self._current
-            summaries = self.computer.compute(input_ids)
             self._current = [
-                self.computer.step_summary(summaries, row, step)
-                for row in range(summaries.num_sequences)
-                if row not in self.interventions and summaries.valid[row, step]
+                summary for summary in self.computer.advance(input_ids) if summary.sequence not in self.interventions
             ]
         except Exception as exc:  # our fault: no live health this step, generation goes on
             self.faults.record(self.span, "live", exc)

@@ -2,10 +2,11 @@
 
 A `StepComputer` belongs to one generate call (through its `LiveMonitor`). It costs nothing
 until someone asks for a step (a listener is attached or a `CoreVitalStoppingCriteria` is in
-the call): then, once per decoding step, it copies that step's summaries from the device
-buffers to a host mirror (one packed copy, one sync per step) and runs the same code as the
-end of the call (`CaptureSession.resolve`, then the analysis functions over the steps so far), so the
-live values are the final report's values and a recalibrated risk model or profile applies
+the call): then, once per decoding step, the step's summaries and chosen tokens cross from the
+device buffers to a host mirror in one packed copy (one sync per step), are turned into each
+sequence's row the way `CaptureSession.resolve` would, and update a `RunningHealth`: constant
+work per step, numpy over the batch. Its values are the final report's values for the steps so
+far (analysis/running.py says how exactly), so a recalibrated risk model or profile applies
 here too.
 """
 
@@ -16,16 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..analysis.early_warning import early_warning_of
-from ..analysis.health import nonfinite_steps
-from ..analysis.risk import risk_features_of, risk_score
-from ..analysis.sequence import sequence_view
-from ..capture.buffers import HostSummaries
+from ..analysis.risk import risk_score
+from ..analysis.running import RunningHealth, StepRows
+from ..capture.buffers import DEVICE_LOGIT_STATS
+from ..capture.paths import attention_summaries
 from ..capture.stats import chosen_surprisal_bits
-from ..summaries import LOGIT_STATS, RunSummaries
+from ..summaries import LOGIT_STATS
 
+_MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads")
+_DEVICE_LOGIT_COLUMNS = [LOGIT_STATS.index(name) for name in DEVICE_LOGIT_STATS]
 _SURPRISAL = LOGIT_STATS.index("surprisal")
-_MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads", "cross_heads")
+_ENTROPY, _MARGIN = LOGIT_STATS.index("entropy"), LOGIT_STATS.index("margin")
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,17 @@ class StepSummary:
 
 
 class _HostMirror:
-    """Host copies of the device buffers, extended one step at a time: the rows new since the
-    last step, packed into one device tensor, cross to the host in one copy (one sync per step)."""
+    """Host copies of the device buffers and the generated tokens, extended one step at a time:
+    the rows new since the last step, packed into one device tensor, cross to the host in one
+    copy (one sync per step)."""
 
     def __init__(self):
         self.arrays: dict[str, np.ndarray] = {}
         self.filled: dict[str, int] = {}
+        self.tokens: np.ndarray | None = None  # int64 [R, max_steps]
+        self.tokens_filled = 0
 
-    def extend(self, buffers, step: int, tokens: torch.Tensor) -> None:
+    def extend(self, buffers, step: int, input_ids: torch.Tensor) -> None:
         pieces, targets = [], []
         for name in _MIRRORED:
             tensor = getattr(buffers, name)
@@ -75,34 +80,20 @@ class _HostMirror:
                 targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
         # capture.buffers records this at the next forward, from the same log-probs
-        pieces.append(chosen_surprisal_bits(buffers.log_probs, tokens).float())
+        pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]).float())
         targets.append(self.arrays["surprisal"][step])
+        if self.tokens is None:
+            self.tokens = np.zeros((buffers.rows, buffers.max_steps), np.int64)
+        new_tokens = input_ids[:, buffers.prompt_width + self.tokens_filled : buffers.prompt_width + step + 1]
+        # token ids travel as float32, exact below 2**24: far above any vocabulary's size
+        pieces.append(new_tokens.float().reshape(-1))
         packed = torch.cat(pieces).cpu().numpy()
         offset = 0
         for target in targets:
             target[...] = packed[offset : offset + target.size].reshape(target.shape)
             offset += target.size
-
-    def host_summaries(self, buffers, forwards: int) -> HostSummaries:
-        def take(name):
-            array = self.arrays.get(name)
-            return None if array is None else array[:forwards]
-
-        return HostSummaries(
-            forwards=forwards,
-            rows=buffers.rows,
-            prompt_width=buffers.prompt_width,
-            logits=take("logits"),
-            surprisal=take("surprisal"),
-            last_token_log_probs=None,
-            hidden=take("hidden"),
-            heads=take("heads"),
-            cross_heads=take("cross_heads"),
-            cosine_by_slot=take("cosine"),
-            row_hashes=None,
-            eos_log_probs=None,
-            eos_token_ids=buffers.eos_token_ids,
-        )
+        self.tokens[:, self.tokens_filled : step + 1] = packed[offset:].reshape(new_tokens.shape)
+        self.tokens_filled = step + 1
 
 
 class StepComputer:
@@ -111,8 +102,11 @@ class StepComputer:
     def __init__(self, session, profile, eos_token_ids):
         self.session = session
         self.profile = profile
-        self.eos_token_ids = set(eos_token_ids)
+        self.eos_token_ids = np.array(sorted(eos_token_ids), np.int64)
         self.mirror = _HostMirror()
+        self.health: RunningHealth | None = None
+        self.finished: np.ndarray | None = None  # bool [R]: chose EOS at an earlier step
+        self.failed = False  # an update raised: the running state is incomplete from there on
 
     def unavailable_reason(self, input_ids: torch.Tensor) -> str | None:
         session = self.session
@@ -126,30 +120,62 @@ class StepComputer:
             return "per-step health needs one new token per forward (not assisted decoding)"
         return None
 
-    def compute(self, input_ids: torch.Tensor) -> RunSummaries:
-        """Summaries of every returned row for steps 0..session.step, as the end of the call would give."""
+    def advance(self, input_ids: torch.Tensor) -> list[StepSummary]:
+        """The StepSummary of every sequence still running at session.step (its EOS step included);
+        none for the rest of the call once an update failed (the caller recorded that fault)."""
+        if self.failed:
+            return []
         buffers, step = self.session.buffers, self.session.step
-        self.mirror.extend(buffers, step, input_ids[:, -1])
-        host = self.mirror.host_summaries(buffers, step + 1)
-        summaries = self.session.resolve(host, input_ids.detach().cpu().numpy(), self.eos_token_ids)
-        # the paths take the newest step's surprisal from the next forward, which has not run yet
-        summaries.logits[:, step, _SURPRISAL] = host.surprisal[step]
-        return summaries
+        try:
+            self.mirror.extend(buffers, step, input_ids)
+            if self.health is None:
+                self.health = RunningHealth(self.profile, buffers.rows, buffers.num_layers,
+                                            self.session.layout.num_heads, buffers.max_steps)
+                self.finished = np.zeros(buffers.rows, bool)
+            for t in range(self.health.steps, step + 1):
+                rows = self._rows_at(t)
+                self.health.add_step(rows)
+        except Exception:
+            self.failed = True
+            raise
+        features, signals = self.health.features(), self.health.signals()
+        return [
+            StepSummary(
+                step=step,
+                sequence=row,
+                token_id=int(rows.token_ids[row]),
+                entropy=float(rows.logits[row, _ENTROPY]),
+                surprisal=float(rows.logits[row, _SURPRISAL]),
+                margin=float(rows.logits[row, _MARGIN]),
+                risk=risk_score(features[row], self.profile),
+                signals=signals[row],
+                repetition_loop=features[row]["repetition_loop"] > 0,
+                nonfinite=bool(self.health.nonfinite[row]),
+            )
+            for row in self.health.running.tolist()
+        ]
 
-    def step_summary(self, summaries: RunSummaries, sequence: int, step: int) -> StepSummary:
-        view = sequence_view(summaries, sequence)
-        logits = summaries.logits[sequence, step]
-        features = risk_features_of(view, self.profile)
-        return StepSummary(
-            step=step,
-            sequence=sequence,
-            token_id=int(summaries.token_ids[sequence, step]),
-            entropy=float(logits[LOGIT_STATS.index("entropy")]),
-            surprisal=float(logits[_SURPRISAL]),
-            margin=float(logits[LOGIT_STATS.index("margin")]),
-            risk=risk_score(features, self.profile),
-            signals=early_warning_of(view, self.profile, live=True).signals,
-            repetition_loop=features["repetition_loop"] > 0,
-            nonfinite=bool(nonfinite_steps(view)[step]),
+    def _rows_at(self, t: int) -> StepRows:
+        """Step t of every sequence, as capture.paths resolves it (one row per sequence: no beams)."""
+        arrays, rows = self.mirror.arrays, self.mirror.tokens.shape[0]
+        tokens = self.mirror.tokens[:, t]
+        valid = ~self.finished
+        self.finished = self.finished | np.isin(tokens, self.eos_token_ids)
+        logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
+        logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
+        logits[:, _SURPRISAL] = arrays["surprisal"][t]
+        by_slot = arrays["cosine"][t]  # [R, K]: slot k holds the state of a step s with s % K == k
+        lags = by_slot.shape[-1]
+        earlier = t - 1 - np.arange(lags)
+        cosine = np.where(earlier >= 0, by_slot[:, np.mod(earlier, lags)], np.nan).astype(np.float32)
+        attention = attention_summaries(
+            arrays.get("heads"), np.full((rows, 1), t), np.arange(rows)[:, None], self.session.options
         )
-
+        return StepRows(
+            token_ids=tokens,
+            valid=valid,
+            logits=logits,
+            hidden=arrays["hidden"][t].transpose(1, 0, 2),
+            attention=None if attention is None else attention[:, 0],
+            repetition_cosine=cosine,
+        )

@@ -1,0 +1,450 @@
+"""Running health: each sequence's risk features and early-warning signals, one step at a time.
+
+`RunningHealth.add_step` takes one decoding step of every sequence of a batch and updates
+running state (sums, counts, run lengths, trailing-window prefix sums, maxima, running medians,
+histograms, a bounded window of repetition keys), so a step costs the same at step 10 as at
+step 1000 and is numpy over the batch. Invariant: after steps 0..s, for every sequence valid
+at s, `features(i)` equals `risk_features_of(sequence_view(summaries, i, s), profile)`,
+`signals(i)` equals `early_warning_of(..., live=True).signals` and `nonfinite` the step's
+`nonfinite_steps`: every threshold decision exactly (the same float64 operations in the same
+order), the means of finite values within rounding (a running sum, not numpy's pairwise one).
+
+A sequence's steps are valid from step 0 until it finishes (the EOS step is its last), so all
+sequences valid at step s have s + 1 steps: the trailing windows of the batch line up.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..profiles import WARNING_SIGNAL_NAMES, Profile
+from ..summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS
+from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
+from .risk import FEATURE_LIMIT
+
+_LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
+_L2, _NAN_COUNT, _INF_COUNT = (HIDDEN_STATS.index(name) for name in ("l2_norm", "nan_count", "inf_count"))
+_COLLAPSED = ATTENTION_STATS.index("collapsed_heads")
+
+
+@dataclass(frozen=True)
+class StepRows:
+    """One decoding step of every sequence (row i is sequence i), as RunSummaries holds it."""
+
+    token_ids: np.ndarray  # int [N]
+    valid: np.ndarray  # bool [N]
+    logits: np.ndarray  # [N, len(LOGIT_STATS)]
+    hidden: np.ndarray  # [N, L, len(HIDDEN_STATS)]
+    attention: np.ndarray | None  # [N, L, len(ATTENTION_STATS)]
+    repetition_cosine: np.ndarray | None  # [N, R]: cosine with the state 1..R steps back
+
+
+class _FiniteMean:
+    """Mean of the finite values so far (finite_mean's value, summed in step order)."""
+
+    def __init__(self, n: int):
+        self.sums, self.counts = np.zeros(n), np.zeros(n, np.int64)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        self.sums[rows] += np.where(finite, values, 0.0)
+        self.counts[rows] += finite
+
+    def mean(self, default: float = 0.0) -> np.ndarray:
+        out = np.full(self.sums.shape, default)
+        np.divide(self.sums, self.counts, out=out, where=self.counts > 0)
+        return out
+
+
+class _LongRuns:
+    """Fraction of steps inside runs of True at least `min_run` long (risk's _long_run_fraction)."""
+
+    def __init__(self, n: int, min_run: int):
+        self.min_run = min_run
+        self.current = np.zeros(n, np.int64)
+        self.closed = np.zeros(n, np.int64)  # steps in finished runs that were long enough
+
+    def add(self, rows: np.ndarray, mask: np.ndarray) -> None:
+        current = self.current[rows]
+        ended = ~mask & (current >= self.min_run)
+        self.closed[rows] += np.where(ended, current, 0)
+        self.current[rows] = np.where(mask, current + 1, 0)
+
+    def fraction(self, steps: int) -> np.ndarray:
+        total = self.closed + np.where(self.current >= self.min_run, self.current, 0)
+        return total / steps if steps else np.zeros(total.shape)
+
+
+class _TrailingWindow:
+    """sequence.trailing_window_means and early_warning._earlier_std at the newest position,
+    from the prefix sums (sequential, as np.cumsum adds) of the last `window` + 1 positions."""
+
+    def __init__(self, n: int, window: int):
+        self.window = window
+        self.length = 0
+        # prefix sums of finite values, their squares and counts after k positions, at k % (window + 1)
+        self.sums = np.zeros((n, window + 1))
+        self.squares = np.zeros((n, window + 1))
+        self.counts = np.zeros((n, window + 1), np.int64)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        clean = np.where(finite, values, 0.0)
+        before, after = self.length % (self.window + 1), (self.length + 1) % (self.window + 1)
+        self.sums[rows, after] = self.sums[rows, before] + clean
+        self.squares[rows, after] = self.squares[rows, before] + clean * clean
+        self.counts[rows, after] = self.counts[rows, before] + finite
+        self.length += 1
+
+    def _at(self, position: int):
+        slot = position % (self.window + 1)
+        return self.sums[:, slot], self.squares[:, slot], self.counts[:, slot]
+
+    def recent_and_earlier(self) -> tuple[np.ndarray, np.ndarray]:
+        start = max(self.length - self.window, 0)
+        sums, _, counts = self._at(self.length)
+        start_sums, _, start_counts = self._at(start)
+        recent = _ratio(sums - start_sums, counts - start_counts)
+        earlier = _ratio(start_sums, start_counts)
+        if start < self.window:
+            earlier[:] = np.nan
+        return recent, earlier
+
+    def earlier_std(self) -> np.ndarray:
+        sums, squares, counts = self._at(max(self.length - self.window, 0))
+        mean = np.divide(sums, counts, out=np.zeros(sums.shape), where=counts > 0)
+        variance = np.divide(squares, counts, out=np.zeros(sums.shape), where=counts > 0) - mean * mean
+        return np.sqrt(np.maximum(variance, 0.0))
+
+
+class _RunningMedian:
+    """Exact median of the values added so far (np.median's value): two heaps, O(log n) per value."""
+
+    def __init__(self):
+        self._low: list[float] = []  # the smaller half, negated (a max-heap)
+        self._high: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def add(self, value: float) -> None:
+        if self._low and value > -self._low[0]:
+            heapq.heappush(self._high, value)
+        else:
+            heapq.heappush(self._low, -value)
+        if len(self._low) > len(self._high) + 1:
+            heapq.heappush(self._high, -heapq.heappop(self._low))
+        elif len(self._high) > len(self._low):
+            heapq.heappush(self._low, -heapq.heappop(self._high))
+
+    def median(self) -> float:
+        if not self:
+            return math.nan
+        if len(self._low) > len(self._high):
+            return -self._low[0]
+        return (-self._low[0] + self._high[0]) / 2
+
+
+class _Repetition:
+    """repetition.py's loop and 'building' decisions, kept per period from a bounded window.
+
+    A step t "repeats at period p" when its key k[p, t] passes the relative-cosine test against
+    the call's median cosine b, (k - b) / (1 - b) > repetition_relative_cosine: k is the cosine
+    with step t - p (when it beats the `repetition_cosine` floor and the tokens match), +inf
+    when the tokens match at a period without a cosine, -inf otherwise. The test is monotone
+    in k, so a run of repeats is a window whose smallest key passes; b moves every step, so
+    the decisions of past steps move with it, and every query is made against today's b:
+    - loop at p: the largest window minimum so far passes; the first step it was confirmed
+      is the first passing record of the window minimum's running maximum (a few per period:
+      a record is a new maximum), for every sequence and period in one numpy expression;
+    - building: the window of the last `halfway` keys passes.
+    """
+
+    def __init__(self, profile: Profile, n: int, capacity: int, lags: int):
+        self.profile = profile
+        self.lags = lags
+        self.periods = np.arange(1, profile.repetition_max_period + 1)
+        self.required = np.maximum(profile.repetition_min_steps, 2 * self.periods)
+        self.halfway = np.maximum(2, -(-self.required // 2))
+        self.tokens = np.zeros((n, capacity), np.int64)
+        self.keys = np.full((n, self.periods.size, capacity), -np.inf)
+        self.medians = [_RunningMedian() for _ in range(n)]  # of every finite cosine so far
+        self.baseline = np.zeros(n)  # that median, clamped as repetition.relative_cosine does
+        self.best = np.full((n, self.periods.size), -np.inf)  # running max of the loop window's minimum
+        # each new running max of the loop window's minimum, per sequence and period, and its step
+        self.record_values = np.full((n, self.periods.size, 4), np.nan)
+        self.record_steps = np.zeros((n, self.periods.size, 4), np.int64)
+        self.record_counts = np.zeros((n, self.periods.size), np.int64)
+        self.building = np.zeros(n, bool)
+        self.steps = 0
+
+    def add(self, rows: np.ndarray, tokens: np.ndarray, cosine: np.ndarray | None) -> None:
+        t = self.steps
+        self.steps += 1
+        self.tokens[rows, t] = tokens
+        periods = self.periods[self.periods <= t]
+        if periods.size:
+            same = tokens[:, None] == self.tokens[rows[:, None], t - periods]  # [n, P']
+            keys = np.where(same, np.inf, -np.inf)
+            with_cosine = periods <= self.lags
+            if with_cosine.any():
+                lagged = cosine[:, periods[with_cosine] - 1].astype(np.float64)
+                keys[:, with_cosine] = np.where(
+                    same[:, with_cosine] & (lagged > self.profile.repetition_cosine), lagged, -np.inf
+                )
+            self.keys[rows[:, None], periods - 1, t] = keys
+        if cosine is not None:
+            for row, values in zip(rows, cosine.astype(np.float64)):
+                median = self.medians[row]
+                for value in values[np.isfinite(values)].tolist():
+                    median.add(value)
+        for row in rows.tolist():
+            median = self.medians[row]
+            self.baseline[row] = min(max(median.median() if len(median) else 0.0, 0.0), 1.0 - 1e-6)
+        loop_min = self._window_min(rows, self.required)
+        self._add_records(rows, loop_min, t)
+        self.building[:] = False
+        self.building[rows] = self._passes(self._window_min(rows, self.halfway), self.baseline[rows, None]).any(axis=1)
+
+    def _passes(self, keys, baseline):
+        """The relative-cosine test of repetition.py, on keys (arrays or floats) against a baseline."""
+        return (keys - baseline) / (1.0 - baseline) > self.profile.repetition_relative_cosine
+
+    def _window_min(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """float [n, P]: smallest key of each period's last `lengths[p]` steps (-inf before there are that many)."""
+        t = self.steps - 1
+        first = max(0, t - int(lengths.max()) + 1)
+        window = self.keys[rows, :, first : t + 1]
+        age = t - np.arange(first, t + 1)
+        minimum = np.where(age[None, :] < lengths[:, None], window, np.inf).min(axis=-1)
+        minimum[:, lengths > t + 1] = -np.inf
+        return minimum
+
+    def _add_records(self, rows: np.ndarray, loop_min: np.ndarray, t: int) -> None:
+        new = loop_min > self.best[rows]
+        self.best[rows] = np.maximum(self.best[rows], loop_min)
+        if not new.any():
+            return
+        if self.record_counts.max() == self.record_values.shape[2]:
+            self.record_values = np.concatenate([self.record_values, np.full_like(self.record_values, np.nan)], axis=2)
+            self.record_steps = np.concatenate([self.record_steps, np.zeros_like(self.record_steps)], axis=2)
+        row, period = np.nonzero(new)
+        slot = self.record_counts[rows[row], period]
+        self.record_values[rows[row], period, slot] = loop_min[row, period]
+        self.record_steps[rows[row], period, slot] = t
+        self.record_counts[rows[row], period] += 1
+
+    def loops(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start_step, end_step) [n] of each sequence's earliest-starting loop (shortest period on
+        a tie); start -1 where there is none."""
+        baseline = self.baseline[rows, None]
+        passing = self._passes(self.record_values[rows], baseline[..., None])  # [n, P, records]
+        first = passing.argmax(axis=2)
+        confirmed_at = np.take_along_axis(self.record_steps[rows], first[..., None], axis=2)[..., 0]
+        starts = np.where(passing.any(axis=2), confirmed_at - self.required + 1 - self.periods, self.steps)
+        period = starts.argmin(axis=1)  # the first minimum: the shortest period on a tie
+        start = starts[np.arange(rows.size), period]
+        end = np.full(rows.size, -1)
+        for index in np.flatnonzero(start < self.steps).tolist():
+            row, p, confirmed = rows[index], period[index], confirmed_at[index, period[index]]
+            breaks = np.flatnonzero(~self._passes(self.keys[row, p, confirmed + 1 : self.steps], baseline[index]))
+            end[index] = confirmed + int(breaks[0]) if breaks.size else self.steps - 1
+        return np.where(start < self.steps, start, -1), end
+
+
+class RunningHealth:
+    """The live health of a batch of N sequences; feed it steps 0, 1, 2, ... with `add_step`."""
+
+    def __init__(self, profile: Profile, num_sequences: int, num_layers: int, num_heads: int, capacity: int):
+        n, window = num_sequences, profile.early_warning_window
+        self.profile = profile
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.capacity = capacity
+        self.steps = 0
+        self.running = np.zeros(0, np.int64)  # the sequences valid at the newest step
+        self.nonfinite = np.zeros(n, bool)  # at the newest step
+        self.any_nonfinite = np.zeros(n, bool)
+        self.entropy, self.surprisal = _FiniteMean(n), _FiniteMean(n)
+        self.confidence, self.answer_confidence = _FiniteMean(n), _FiniteMean(n)
+        self.chosen_probability = _FiniteMean(n)
+        self.entropy_max = np.full(n, -np.inf)
+        self.high_entropy, self.low_margin = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.low_entropy_runs = _LongRuns(n, profile.low_entropy_min_run)
+        self.confident_runs = _LongRuns(n, profile.low_entropy_min_run)
+        self.entropy_window, self.margin_window = _TrailingWindow(n, window), _TrailingWindow(n, window)
+        self.norm_window = _TrailingWindow(n, window)
+        self.surprisal_ring = np.full((n, window), -np.inf)
+        _, self.middle = layer_thirds(num_layers)
+        self.middle_nonfinite = np.zeros(n, bool)
+        middle_layers = range(self.middle.start, self.middle.stop)
+        self.middle_l2_medians = [[_RunningMedian() for _ in middle_layers] for _ in range(n)]
+        self.middle_l2_max = np.full((n, self.middle.stop - self.middle.start), -np.inf)
+        self.collapse_counts: np.ndarray | None = None  # [N, L, heads + 1] histogram of collapsed-head counts
+        self.repetition: _Repetition | None = None
+
+    def add_step(self, step: StepRows) -> None:
+        rows = self.running = np.flatnonzero(step.valid)
+        t = self.steps
+        if self.repetition is None:
+            lags = 0 if step.repetition_cosine is None else step.repetition_cosine.shape[1]
+            self.repetition = _Repetition(self.profile, step.valid.size, self.capacity, lags)
+        self.steps += 1
+        logits = step.logits[rows].astype(np.float64)
+        hidden = step.hidden[rows].astype(np.float64)
+        self._add_logits(rows, t, logits)
+        self._add_hidden(rows, t, hidden, logits)
+        if step.attention is not None:
+            self._add_collapsed_heads(rows, step.attention[rows, :, _COLLAPSED].astype(np.float64))
+        cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
+        self.repetition.add(rows, step.token_ids[rows], cosine)
+
+    def _add_logits(self, rows: np.ndarray, t: int, logits: np.ndarray) -> None:
+        profile = self.profile
+        entropy, margin = logits[:, _LOGIT["entropy"]], logits[:, _LOGIT["margin"]]
+        max_prob, surprisal = logits[:, _LOGIT["max_prob"]], logits[:, _LOGIT["surprisal"]]
+        self.entropy.add(rows, entropy)
+        self.surprisal.add(rows, surprisal)
+        self.confidence.add(rows, max_prob)
+        if t < profile.answer_steps:
+            self.answer_confidence.add(rows, max_prob)
+        with np.errstate(invalid="ignore"):
+            self.chosen_probability.add(rows, np.exp2(-np.maximum(surprisal, 0.0)))
+        self.entropy_max[rows] = np.fmax(self.entropy_max[rows], np.where(np.isfinite(entropy), entropy, -np.inf))
+        self.high_entropy[rows] += entropy > profile.high_entropy_bits
+        self.low_margin[rows] += margin < profile.low_margin
+        self.low_entropy_runs.add(rows, entropy < profile.low_entropy_bits)
+        self.confident_runs.add(rows, max_prob > profile.confident_probability)
+        self.entropy_window.add(rows, entropy)
+        self.margin_window.add(rows, margin)
+        self.surprisal_ring[rows, t % profile.early_warning_window] = np.where(np.isnan(surprisal), -np.inf, surprisal)
+
+    def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, logits: np.ndarray) -> None:
+        layer_nonfinite = (hidden[..., _NAN_COUNT] > 0) | (hidden[..., _INF_COUNT] > 0)  # [n, L]
+        logit_nonfinite = (logits[:, _LOGIT["nan_count"]] > 0) | (logits[:, _LOGIT["inf_count"]] > 0)
+        self.nonfinite[:] = False
+        self.nonfinite[rows] = layer_nonfinite.any(axis=1) | logit_nonfinite
+        self.any_nonfinite |= self.nonfinite
+        self.middle_nonfinite[rows] |= layer_nonfinite[:, self.middle].any(axis=1)
+        if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
+            self.norm_window.add(rows, np.full(rows.size, np.nan))
+            return
+        l2 = hidden[..., _L2]
+        finite = np.isfinite(l2)
+        counts = finite.sum(axis=1)
+        mean_l2 = np.full(rows.size, np.nan)
+        np.divide(np.where(finite, l2, 0.0).sum(axis=1), counts, out=mean_l2, where=counts > 0)
+        self.norm_window.add(rows, mean_l2)
+        middle = l2[:, self.middle]
+        self.middle_l2_max[rows] = np.fmax(self.middle_l2_max[rows], np.where(np.isfinite(middle), middle, -np.inf))
+        for row, values in zip(rows, middle):
+            for median, value in zip(self.middle_l2_medians[row], values):
+                if math.isfinite(value):
+                    median.add(float(value))
+
+    def _add_collapsed_heads(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        observed = np.isfinite(counts)
+        whole = np.where(observed, counts, 0.0)
+        if (whole < 0).any() or (whole != np.round(whole)).any():
+            raise ValueError("collapsed-head counts must be whole numbers of heads")
+        bins = int(max(self.num_heads, whole.max(initial=0.0))) + 1
+        if self.collapse_counts is None:
+            self.collapse_counts = np.zeros((self.nonfinite.size, counts.shape[1], bins), np.int64)
+        elif bins > self.collapse_counts.shape[2]:
+            grown = np.zeros((*self.collapse_counts.shape[:2], bins), np.int64)
+            grown[..., : self.collapse_counts.shape[2]] = self.collapse_counts
+            self.collapse_counts = grown
+        row_index, layer = np.nonzero(observed)
+        np.add.at(self.collapse_counts, (rows[row_index], layer, whole[row_index, layer].astype(np.int64)), 1)
+
+    # -- the values at the newest step -----------------------------------------------------
+
+    def _mid_layer_anomaly(self) -> np.ndarray:
+        exploded = np.zeros(self.nonfinite.size, bool)
+        if self.steps - 1 < MIN_BASELINE_STEPS or self.middle.start == self.middle.stop:
+            return self.middle_nonfinite.copy()
+        for row in self.running.tolist():
+            baseline = np.array([median.median() for median in self.middle_l2_medians[row]])
+            with np.errstate(invalid="ignore"):
+                exploded[row] = ((self.middle_l2_max[row] > self.profile.l2_explosion_multiplier * baseline)
+                                 & (baseline > 0)).any()
+        return self.middle_nonfinite | exploded
+
+    def _collapse_fraction(self) -> np.ndarray:
+        if self.collapse_counts is None:
+            return np.zeros(self.nonfinite.size)
+        histogram = self.collapse_counts
+        observed = histogram.sum(axis=-1)  # [N, L]
+        cumulative = histogram.cumsum(axis=-1)
+        low = (cumulative > ((observed - 1) // 2)[..., None]).argmax(axis=-1)
+        high = (cumulative > (observed // 2)[..., None]).argmax(axis=-1)
+        median = (low.astype(np.float64) + high) / 2
+        excess = max(1.0, self.profile.blame_collapse_excess_fraction * self.num_heads)
+        values = np.arange(histogram.shape[-1], dtype=np.float64)
+        at_least = (histogram * (values >= (median + excess)[..., None])).sum(axis=-1)
+        share = np.divide(at_least, observed, out=np.zeros(observed.shape), where=observed > 0)
+        blamed = (observed >= 2) & (share >= self.profile.collapse_persistence)
+        return blamed.sum(axis=1) / max(self.num_layers, 1)
+
+    def features(self) -> dict[int, dict[str, float]]:
+        """Per sequence running at the newest step, the features risk_features_of gives for its steps so far."""
+        steps = self.steps
+        recent, earlier = self.entropy_window.recent_and_earlier()
+        with np.errstate(invalid="ignore"):
+            rise = recent - earlier
+        loop_found, loop_share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
+        start, end = self.repetition.loops(self.running)
+        loop_found[self.running] = start >= 0
+        loop_share[self.running] = np.where(start >= 0, (end - start + 1) / steps, 0.0)
+        columns = {
+            NAN_OR_INF: self.any_nonfinite.astype(np.float64),
+            "entropy_mean": self.entropy.mean(),
+            "entropy_max": np.where(np.isfinite(self.entropy_max), self.entropy_max, 0.0),
+            "surprisal_mean": self.surprisal.mean(),
+            "high_entropy_fraction": self.high_entropy / steps,
+            "low_margin_fraction": self.low_margin / steps,
+            "low_entropy_run_fraction": self.low_entropy_runs.fraction(steps),
+            "repetition_loop": loop_found,
+            "repetition_fraction": loop_share,
+            "mid_layer_anomaly": self._mid_layer_anomaly().astype(np.float64),
+            "attention_collapse_fraction": self._collapse_fraction(),
+            "entropy_rise": np.where(np.isfinite(rise), np.maximum(0.0, rise), 0.0),
+            "confidence_mean": self.confidence.mean(),
+            "answer_uncertainty": 1.0 - self.answer_confidence.mean(default=1.0),
+            "chosen_probability_mean": self.chosen_probability.mean(),
+            "confident_run_fraction": self.confident_runs.fraction(steps),
+        }
+        clipped = {name: np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT) for name, values in columns.items()}
+        return {row: {name: float(values[row]) for name, values in clipped.items()} for row in self.running.tolist()}
+
+    def signals(self) -> dict[int, tuple[str, ...]]:
+        """Per sequence running at the newest step, its early-warning signals there (early_warning_of, live)."""
+        profile = self.profile
+        entropy_recent, entropy_earlier = self.entropy_window.recent_and_earlier()
+        margin_recent, margin_earlier = self.margin_window.recent_and_earlier()
+        norm_recent, norm_earlier = self.norm_window.recent_and_earlier()
+        with np.errstate(invalid="ignore"):
+            rise, drop = entropy_recent - entropy_earlier, margin_earlier - margin_recent
+            fired = {
+                "entropy_rising": (rise >= profile.entropy_rise_bits)
+                & (rise >= profile.trend_spread * self.entropy_window.earlier_std()),
+                "margin_collapsing": (margin_earlier > 0)
+                & (margin_recent <= profile.margin_collapse_ratio * margin_earlier)
+                & (drop >= profile.trend_spread * self.margin_window.earlier_std()),
+                "repetition_building": self.repetition.building,
+                "surprisal_spike": self.surprisal_ring.max(axis=1) > profile.surprisal_spike_bits,
+                "hidden_norm_growth": (norm_earlier > 0) & (norm_recent >= profile.norm_growth_ratio * norm_earlier),
+                NAN_OR_INF: self.any_nonfinite,
+            }
+        order = (NAN_OR_INF, *WARNING_SIGNAL_NAMES)
+        return {row: tuple(name for name in order if fired[name][row]) for row in self.running.tolist()}
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.full(numerator.shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
