@@ -20,7 +20,7 @@ import torch
 from ..analysis.risk import risk_score
 from ..analysis.running import RunningHealth, StepRows
 from ..capture.buffers import DEVICE_LOGIT_STATS
-from ..capture.paths import attention_summaries
+from ..capture.paths import attention_summaries, repetition_by_lag
 from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS
 
@@ -164,18 +164,13 @@ class StepComputer:
         logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
-        by_slot = arrays["cosine"][t]  # [R, K]: slot k holds the state of a step s with s % K == k
-        lags = by_slot.shape[-1]
-        earlier = t - 1 - np.arange(lags)
-        cosine = np.where(earlier >= 0, by_slot[:, np.mod(earlier, lags)], np.nan).astype(np.float32)
-        attention = attention_summaries(
-            arrays.get("heads"), np.full((rows, 1), t), np.arange(rows)[:, None], self.session.options
-        )
+        t_idx, r_idx = np.full((rows, 1), t), np.arange(rows)[:, None]
+        attention = attention_summaries(arrays.get("heads"), t_idx, r_idx, self.session.options)
         return StepRows(
             token_ids=tokens,
             valid=valid,
             logits=logits,
             hidden=arrays["hidden"][t].transpose(1, 0, 2),
             attention=None if attention is None else attention[:, 0],
-            repetition_cosine=cosine,
+            repetition_cosine=repetition_by_lag(arrays["cosine"], t_idx, r_idx)[:, 0],
         )
