@@ -37,6 +37,9 @@ PROBE_DEPTHS = (0.25, 0.5, 0.75)
 PROBE_STEPS = calibration.CALIBRATION_ANSWER_STEPS
 PROBE_PENALTY = 10.0  # times the risk features' L2 penalty, on standardised weights
 FEATURES = calibration.CALIBRATION_FEATURES
+# Label rules for a question calibrate asks: failure when fewer than this fraction of samples agree
+# (0.5 is calibrate's), or "soft": 1 - agreement as a fractional label.
+LABEL_RULES = (0.5, 0.75, 1.0, "soft")
 RECALIBRATIONS = ("none", "platt_5fold", "platt_leave_one_out", "slope_only_5fold", "platt_heldout_quarter")
 
 
@@ -112,7 +115,8 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
         with open(path, "rb") as file:
             runs.extend(pickle.load(file))
     runs.sort(key=lambda run: run.prompt_index)
-    y = np.array([calibration.label_run(run, prompts[run.prompt_index]).failure for run in runs], float)
+    labels_of_runs = [calibration.label_run(run, prompts[run.prompt_index]) for run in runs]
+    y = np.array([label.failure for label in labels_of_runs], float)
     x_risk = np.array([[risk_features(run.summaries, 0, profile)[n] for n in FEATURES] for run in runs])
     x_probe = np.array([probe_vector(run.summaries) for run in runs])
     risk_penalties = np.ones(len(FEATURES))
@@ -127,6 +131,7 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
     sets = {"heldout_100": (build_items(PER_TEMPLATE), cache)}
     if heldout_cache and (heldout_cache / model).is_dir():
         sets["heldout_320"] = (heldout_items(), heldout_cache)
+    first_100 = {item.id for item in sets["heldout_100"][0] if item.split == HELDOUT}
     for name, (items, folder) in sets.items():
         generations = generate_all(items, folder / model, model_name=model, log=lambda _: None)
         rows = [(item, generations[item.id]) for item in items if item.split == HELDOUT]
@@ -139,7 +144,8 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
         w0, b0 = fitted(x_risk, y, risk_penalties)
         w1, b1 = fitted(x_both, y, probe_penalties)
         before, after = _sigmoid(e_risk @ w0 + b0), _sigmoid(e_both @ w1 + b1)
-        entry = {"rows": len(rows), "failures": int(labels.sum()), "probe_weights": [round(float(w), 3) for w in w1[-3:]]}
+        entry = {"rows": len(rows), "failures": int(labels.sum()),
+                 "probe_weights": [round(float(w), 3) for w in w1[len(FEATURES):]]}
         for subset, mask, truth in (("auroc", slice(None), labels), ("auroc_wrong", qa, labels),
                                     ("auroc_loops", slice(None), loop), ("auroc_not_loops", ~loop, labels)):
             t, s0, s1 = truth[mask], before[mask], after[mask]
@@ -149,6 +155,14 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
                                                      resamples=resamples)}
         entry["ece"] = {"before": bootstrap(ece, labels, before, resamples=resamples),
                         "after": bootstrap(ece, labels, after, resamples=resamples)}
+        # What a perfectly calibrated score would show at this size: labels drawn from its own probabilities.
+        rng = np.random.default_rng(0)
+        entry["ece_noise_floor"] = float(np.mean([ece(rng.random(before.size) < before, before) for _ in range(2000)]))
+        if name == "heldout_320":  # the 100-row items, generated again in other batches (padding, seeds)
+            again = np.array([item.id in first_100 for item, _ in rows])
+            entry["same_items_as_heldout_100"] = {"auroc": auroc(labels[again], before[again]),
+                                                  "auroc_wrong": auroc(labels[again & qa], before[again & qa]),
+                                                  "ece": ece(labels[again], before[again])}
         healthy = ~labels
         entry["critical_on_healthy"] = {"before": float(np.mean(before[healthy] >= profile.risk_threshold_critical)),
                                         "after": float(np.mean(after[healthy] >= profile.risk_threshold_critical))}
@@ -162,6 +176,14 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
             w, b = fitted(x_risk, y, risk_penalties, recalibration)
             entry["ece_by_recalibration"][recalibration] = bootstrap(ece, labels, _sigmoid(e_risk @ w + b),
                                                                      resamples=resamples)
+        entry["ece_by_label_rule"] = {}
+        for rule in LABEL_RULES:
+            y_rule = np.array([_relabel(label, prompts[run.prompt_index], rule)
+                               for run, label in zip(runs, labels_of_runs)])
+            w, b = fitted(x_risk, y_rule, risk_penalties)
+            scores = _sigmoid(e_risk @ w + b)
+            entry["ece_by_label_rule"][str(rule)] = {"auroc": auroc(labels, scores),
+                                                      "ece": bootstrap(ece, labels, scores, resamples=resamples)}
         result[name] = entry
     return result
 
@@ -179,6 +201,14 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=1))
     return results
+
+
+def _relabel(label, prompt: str, rule) -> float:
+    if label.reason == "degenerate":
+        return 1.0
+    if not calibration.is_question(prompt):
+        return 0.0
+    return 1.0 - label.agreement if rule == "soft" else float(label.agreement < rule)
 
 
 def _sigmoid(z):
