@@ -92,7 +92,8 @@ def fitted(x: np.ndarray, y: np.ndarray, penalties: np.ndarray, recalibration: s
     return (weights * slope, bias * slope + offset) if slope > 0 else (weights, bias)
 
 
-def cross_validated(x, y, penalties, repeats: int = 5, folds: int = 5) -> tuple[float, float]:
+def cross_validated(x, y, penalties, recalibration: str = "platt_5fold", repeats: int = 5,
+                    folds: int = 5) -> tuple[float, float]:
     """Mean AUROC and ECE of the whole procedure over repeated prompt-level folds of calibrate's own prompts."""
     rng = np.random.default_rng(0)
     scores = []
@@ -101,7 +102,7 @@ def cross_validated(x, y, penalties, repeats: int = 5, folds: int = 5) -> tuple[
         fold[rng.permutation(len(y))] = np.arange(len(y)) % folds
         s = np.zeros(len(y))
         for k in range(folds):
-            w, b = fitted(x[fold != k], y[fold != k], penalties)
+            w, b = fitted(x[fold != k], y[fold != k], penalties, recalibration)
             s[fold == k] = _sigmoid(x[fold == k] @ w + b)
         scores.append((auroc(y.astype(bool), s), ece(y, s)))
     return tuple(float(v) for v in np.mean(scores, axis=0))
@@ -126,7 +127,9 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
     result = {"calibrate_prompts": len(runs), "calibrate_failures": int(y.sum()),
               "cross_validated_on_calibrate_prompts": {
                   "risk_model": cross_validated(x_risk, y, risk_penalties),
-                  "risk_model_plus_probe": cross_validated(x_both, y, probe_penalties)}}
+                  "risk_model_plus_probe": cross_validated(x_both, y, probe_penalties),
+                  "ece_by_recalibration": {recalibration: cross_validated(x_risk, y, risk_penalties, recalibration)[1]
+                                           for recalibration in RECALIBRATIONS}}}
     # The item lists must be exactly the ones the caches were generated from (batches are keyed by them).
     sets = {"heldout_100": (build_items(PER_TEMPLATE), cache)}
     if heldout_cache and (heldout_cache / model).is_dir():
@@ -168,7 +171,9 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
                                         "after": float(np.mean(after[healthy] >= profile.risk_threshold_critical))}
         entry["mean_score_by_category"] = {
             category: {"failure_rate": float(labels[mask].mean()), "before": float(before[mask].mean()),
-                       "after": float(after[mask].mean())}
+                       "after": float(after[mask].mean()),
+                       "auroc_wrong_before": auroc(labels[mask & qa], before[mask & qa]),
+                       "auroc_wrong_after": auroc(labels[mask & qa], after[mask & qa])}
             for category in ("arithmetic", "fact", "repetition", "free")
             for mask in [np.array([item.category == category for item, _ in rows])]}
         entry["ece_by_recalibration"] = {}
