@@ -60,7 +60,7 @@ def fit(x: np.ndarray, y: np.ndarray, penalties: np.ndarray, iterations: int = 1
     z = np.hstack([np.ones((len(y), 1)), (x - mean) / scale])
     theta, ridge = np.zeros(z.shape[1]), np.r_[1e-3, penalties]
     for _ in range(iterations):
-        p = _sigmoid(z @ theta)
+        p = sigmoid(z @ theta)
         step = np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge), z.T @ (p - y) + ridge * theta)
         theta -= step
         if np.abs(step).max() < 1e-10:
@@ -103,7 +103,7 @@ def cross_validated(x, y, penalties, recalibration: str = "platt_5fold", repeats
         s = np.zeros(len(y))
         for k in range(folds):
             w, b = fitted(x[fold != k], y[fold != k], penalties, recalibration)
-            s[fold == k] = _sigmoid(x[fold == k] @ w + b)
+            s[fold == k] = sigmoid(x[fold == k] @ w + b)
         scores.append((auroc(y.astype(bool), s), ece(y, s)))
     return tuple(float(v) for v in np.mean(scores, axis=0))
 
@@ -146,7 +146,7 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
         e_both = np.hstack([e_risk, np.array([probe_vector(g.summaries) for _, g in rows])])
         w0, b0 = fitted(x_risk, y, risk_penalties)
         w1, b1 = fitted(x_both, y, probe_penalties)
-        before, after = _sigmoid(e_risk @ w0 + b0), _sigmoid(e_both @ w1 + b1)
+        before, after = sigmoid(e_risk @ w0 + b0), sigmoid(e_both @ w1 + b1)
         entry = {"rows": len(rows), "failures": int(labels.sum()),
                  "probe_weights": [round(float(w), 3) for w in w1[len(FEATURES):]]}
         for subset, mask, truth in (("auroc", slice(None), labels), ("auroc_wrong", qa, labels),
@@ -179,14 +179,14 @@ def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | No
         entry["ece_by_recalibration"] = {}
         for recalibration in RECALIBRATIONS:
             w, b = fitted(x_risk, y, risk_penalties, recalibration)
-            entry["ece_by_recalibration"][recalibration] = bootstrap(ece, labels, _sigmoid(e_risk @ w + b),
+            entry["ece_by_recalibration"][recalibration] = bootstrap(ece, labels, sigmoid(e_risk @ w + b),
                                                                      resamples=resamples)
         entry["ece_by_label_rule"] = {}
         for rule in LABEL_RULES:
             y_rule = np.array([_relabel(label, prompts[run.prompt_index], rule)
                                for run, label in zip(runs, labels_of_runs)])
             w, b = fitted(x_risk, y_rule, risk_penalties)
-            scores = _sigmoid(e_risk @ w + b)
+            scores = sigmoid(e_risk @ w + b)
             entry["ece_by_label_rule"][str(rule)] = {"auroc": auroc(labels, scores),
                                                       "ece": bootstrap(ece, labels, scores, resamples=resamples)}
         result[name] = entry
@@ -216,7 +216,7 @@ def _relabel(label, prompt: str, rule) -> float:
     return 1.0 - label.agreement if rule == "soft" else float(label.agreement < rule)
 
 
-def _sigmoid(z):
+def sigmoid(z):
     return 1 / (1 + np.exp(-np.clip(z, -60, 60)))
 
 
@@ -224,7 +224,7 @@ def _slope(logits: np.ndarray, labels: np.ndarray) -> float:
     """Temperature scaling: the one factor on the logits that maximises the likelihood (no offset)."""
     slope = 1.0
     for _ in range(50):
-        p = _sigmoid(slope * logits)
+        p = sigmoid(slope * logits)
         slope -= ((p - labels) * logits).sum() / ((p * (1 - p) * logits * logits).sum() + 1e-9)
     return slope
 

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .generation import batches
+from .generation import batches, generate_all, prompt_text
+from .labels import failure
+from .metrics import auroc, bootstrap, ece
 from .models import MODELS, load_model
-from .probe_study import FEATURES, cross_validated, fitted, _sigmoid
+from .probe_study import FEATURES, cross_validated, fitted, sigmoid
 from .transfer import heldout_items
 
 SKETCH_SIZE = 32
@@ -76,8 +78,6 @@ def collect(model_name: str, calibrate_dir: Path, heldout_cache: Path) -> dict:
     from opentelemetry_instrumentation_corevital.analysis.risk import risk_features
     from opentelemetry_instrumentation_corevital.profiles import load_profile_file
 
-    from .generation import _prompt_text, generate_all
-
     model, tokenizer = load_model(model_name)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -110,13 +110,11 @@ def collect(model_name: str, calibrate_dir: Path, heldout_cache: Path) -> dict:
 
     items = heldout_items()
     generations = generate_all(items, heldout_cache / model_name, model_name=model_name, log=lambda _: None)
-    from .labels import failure
-
     eval_rows, same_eval = [], 0
     for k, batch in enumerate(batches(items, 16)):
         torch.manual_seed(k)  # as generate_all seeds each batch
         kwargs = {"max_new_tokens": batch[0].max_new_tokens, "do_sample": False, **batch[0].generate_kwargs}
-        texts = [_prompt_text(tokenizer, item) for item in batch]
+        texts = [prompt_text(tokenizer, item) for item in batch]
         sketch, outs = _generate(model, tokenizer, sketcher, texts, kwargs, not templated)
         for row, item in enumerate(batch):
             generation = generations[item.id]
@@ -131,8 +129,6 @@ def collect(model_name: str, calibrate_dir: Path, heldout_cache: Path) -> dict:
 
 
 def score(data: dict, part: str, penalty: float) -> dict:
-    from .metrics import auroc, bootstrap, ece
-
     y = np.array([row[0] for row in data["fit"]], float)
     x_risk = np.array([row[1] for row in data["fit"]])
     pick = slice(0, SKETCH_SIZE) if part == "step0" else slice(SKETCH_SIZE, 2 * SKETCH_SIZE)
@@ -147,7 +143,7 @@ def score(data: dict, part: str, penalty: float) -> dict:
     both_penalties = np.r_[risk_penalties, np.full(SKETCH_SIZE, penalty)]
     w0, b0 = fitted(x_risk, y, risk_penalties)
     w1, b1 = fitted(np.hstack([x_risk, x_sketch]), y, both_penalties)
-    before, after = _sigmoid(e_risk @ w0 + b0), _sigmoid(np.hstack([e_risk, e_sketch]) @ w1 + b1)
+    before, after = sigmoid(e_risk @ w0 + b0), sigmoid(np.hstack([e_risk, e_sketch]) @ w1 + b1)
     return {
         "cross_validated": {"before": cross_validated(x_risk, y, risk_penalties),
                             "after": cross_validated(np.hstack([x_risk, x_sketch]), y, both_penalties)},
