@@ -1,4 +1,4 @@
-"""The third round's measurement pieces: the 320-row held-out set and the probe study's fits (no model)."""
+"""The third round's measurement pieces: the 320-row held-out set, the probe study's fits, the sketch hook."""
 
 from __future__ import annotations
 
@@ -58,3 +58,31 @@ def test_probe_vector_is_the_spread_of_log_l2_over_the_answers_first_steps_at_th
     # valid steps 1..8 is the spread of 1..8, whatever the layer.
     expected = np.std(np.arange(1, 1 + PROBE_STEPS))
     assert probe_vector(summaries) == pytest.approx([expected] * 3, rel=1e-5)
+
+
+def test_the_sketch_study_hook_projects_the_middle_layers_newest_state_at_every_step():
+    import torch
+
+    from benchmarks.eval.sketch_study import SKETCH_SIZE, _Sketcher, _features
+    from tests.conftest import build_llama, prompt_ids
+
+    model = build_llama(layers=4)
+    ids = prompt_ids(batch=2, length=6)
+    with torch.no_grad():
+        plain = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    sketcher = _Sketcher(model.model.layers[2], model.config.hidden_size)
+    try:
+        with torch.no_grad():
+            hooked = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+        sketch = sketcher.take()
+    finally:
+        sketcher.handle.remove()
+    assert torch.equal(hooked, plain)  # the study's hook leaves generation as it is
+    with torch.no_grad():
+        expected_step0 = model(ids, output_hidden_states=True).hidden_states[3][:, -1, :] @ sketcher.projection
+    assert sketch.shape == (2, 5, SKETCH_SIZE)
+    np.testing.assert_allclose(sketch[:, 0], expected_step0.numpy(), rtol=1e-4, atol=1e-5)
+    valid = np.array([True, True, False, True, True])
+    row = _features(sketch[0], valid)
+    np.testing.assert_allclose(row[:SKETCH_SIZE], sketch[0, 0])
+    np.testing.assert_allclose(row[SKETCH_SIZE:], sketch[0, [0, 1, 3, 4]].mean(axis=0), rtol=1e-6)
