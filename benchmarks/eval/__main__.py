@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="one item of a few templates, 12 new tokens: checks the pipeline, not the numbers")
     parser.add_argument("--model", choices=MODELS, default="smollm2", help="which real model (default: %(default)s)")
     parser.add_argument("--per-template", type=int, default=None, help="keep the first n items of each template")
+    parser.add_argument("--split", choices=("fit", "heldout"), default=None,
+                        help="keep only the items of one half (e.g. a larger held-out set for transfer.py)")
     parser.add_argument("--generate-only", action="store_true", help="generate and cache the summaries, then stop")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     items = smoke_items() if args.smoke else build_items(args.per_template)
+    if args.split:
+        items = [item for item in items if item.split == args.split]
     cache = args.cache or args.out / args.model / "cache"
     generations = generate_all(items, cache, model_name=args.model, device=args.device, batch_size=args.batch_size,
                                log=lambda message: print(message, flush=True))

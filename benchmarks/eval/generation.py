@@ -87,7 +87,7 @@ def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # some transformers versions load none from the GGUF file
         tokenizer.pad_token = tokenizer.eos_token
-    texts = [_prompt_text(tokenizer, item) for item in batch]
+    texts = [prompt_text(tokenizer, item) for item in batch]
     # A chat template already opens with the model's BOS; a base model's plain text needs one (Gemma
     # without BOS answers nothing but "A:").
     inputs = tokenizer(texts, return_tensors="pt", padding=True,
@@ -113,7 +113,7 @@ def _run_batch(model, tokenizer, batch: list[Item], profile) -> list[Generation]
     ]
 
 
-def _prompt_text(tokenizer, item: Item) -> str:
+def prompt_text(tokenizer, item: Item) -> str:
     if not item.chat:
         return item.prompt
     if not tokenizer.chat_template:  # a base model: ask in the question-answer form it was trained on

@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.eval.__main__ import main
 from benchmarks.eval.dataset import smoke_items
-from benchmarks.eval.generation import _prompt_text, _run_batch
+from benchmarks.eval.generation import _run_batch, prompt_text
 from opentelemetry_instrumentation_corevital.analysis import analyze
 from opentelemetry_instrumentation_corevital.capture import attention_registry
 from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, load_profile
@@ -73,7 +73,7 @@ def test_the_span_carries_the_risk_the_harness_evaluates(smollm2, instrument, te
     expected = analyze(harness.summaries, profile).sequences[0]
 
     instrument()
-    ids = tokenizer(_prompt_text(tokenizer, item), return_tensors="pt", add_special_tokens=False)
+    ids = tokenizer(prompt_text(tokenizer, item), return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():
         output = model.generate(**ids, max_new_tokens=item.max_new_tokens, do_sample=False,
                                 pad_token_id=tokenizer.pad_token_id)
