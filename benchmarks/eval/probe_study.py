@@ -108,14 +108,20 @@ def cross_validated(x, y, penalties, recalibration: str = "platt_5fold", repeats
     return tuple(float(v) for v in np.mean(scores, axis=0))
 
 
-def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | None, resamples: int) -> dict:
-    profile = load_profile_file(calibrate_dir / f"calibrated-{model}.json")
+def calibrate_work(calibrate_dir: Path, model: str) -> tuple[list[str], list]:
+    """The prompts `corevital calibrate` was given for `model` and its recorded runs (from its
+    resumable work folder), in prompt order."""
     prompts = [json.loads(line) for line in (calibrate_dir / f"prompts-{model}.jsonl").read_text().splitlines()]
     runs = []
     for path in sorted((calibrate_dir / f"calibrated-{model}.json.work").glob("*.pkl")):
         with open(path, "rb") as file:
             runs.extend(pickle.load(file))
-    runs.sort(key=lambda run: run.prompt_index)
+    return prompts, sorted(runs, key=lambda run: run.prompt_index)
+
+
+def study(model: str, calibrate_dir: Path, cache: Path, heldout_cache: Path | None, resamples: int) -> dict:
+    profile = load_profile_file(calibrate_dir / f"calibrated-{model}.json")
+    prompts, runs = calibrate_work(calibrate_dir, model)
     labels_of_runs = [calibration.label_run(run, prompts[run.prompt_index]) for run in runs]
     y = np.array([label.failure for label in labels_of_runs], float)
     x_risk = np.array([[risk_features(run.summaries, 0, profile)[n] for n in FEATURES] for run in runs])

@@ -23,7 +23,7 @@ from .generation import batches, generate_all, prompt_text
 from .labels import failure
 from .metrics import auroc, bootstrap, ece
 from .models import MODELS, load_model
-from .probe_study import FEATURES, cross_validated, fitted, sigmoid
+from .probe_study import FEATURES, calibrate_work, cross_validated, fitted, sigmoid
 from .transfer import heldout_items
 
 SKETCH_SIZE = 32
@@ -86,11 +86,7 @@ def collect(model_name: str, calibrate_dir: Path, heldout_cache: Path) -> dict:
     sketcher = _Sketcher(layers[len(layers) // 2], model.config.hidden_size)
     profile = load_profile_file(calibrate_dir / f"calibrated-{model_name}.json")
 
-    prompts = [json.loads(line) for line in (calibrate_dir / f"prompts-{model_name}.jsonl").read_text().splitlines()]
-    runs = []
-    for path in sorted((calibrate_dir / f"calibrated-{model_name}.json.work").glob("*.pkl")):
-        with open(path, "rb") as file:
-            runs.extend(pickle.load(file))
+    prompts, runs = calibrate_work(calibrate_dir, model_name)
     by_index = {run.prompt_index: run for run in runs}
     templated = bool(tokenizer.chat_template)
     fit_rows, same_text = [], 0
