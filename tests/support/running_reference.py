@@ -15,10 +15,11 @@ from opentelemetry_instrumentation_corevital.analysis.running import StepRows
 from opentelemetry_instrumentation_corevital.analysis.sequence import sequence_view
 from opentelemetry_instrumentation_corevital.capture.stats import chosen_surprisal_bits
 from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, Profile, load_profile
-from opentelemetry_instrumentation_corevital.summaries import LOGIT_STATS, RunSummaries
+from opentelemetry_instrumentation_corevital.summaries import ATTENTION_STATS, LOGIT_STATS, RunSummaries
 
 # Means of finite values are summed in step order live and pairwise by numpy.
 MEAN_FEATURES = ("entropy_mean", "surprisal_mean", "confidence_mean", "answer_uncertainty", "chosen_probability_mean")
+COLLAPSED = ATTENTION_STATS.index("collapsed_heads")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def step_rows(summaries: RunSummaries, step: int) -> StepRows:
         valid=summaries.valid[:, step],
         logits=summaries.logits[:, step],
         hidden=summaries.hidden[:, step],
-        attention=at(summaries.attention),
+        collapsed_heads=None if summaries.attention is None else summaries.attention[:, step, :, COLLAPSED],
         repetition_cosine=at(summaries.repetition_cosine),
     )
 

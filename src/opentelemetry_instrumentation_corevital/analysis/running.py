@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..profiles import WARNING_SIGNAL_NAMES, Profile
-from ..summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS
+from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
 from .risk import FEATURE_LIMIT
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
 _L2, _NAN_COUNT, _INF_COUNT = (HIDDEN_STATS.index(name) for name in ("l2_norm", "nan_count", "inf_count"))
-_COLLAPSED = ATTENTION_STATS.index("collapsed_heads")
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class StepRows:
     valid: np.ndarray  # bool [N]
     logits: np.ndarray  # [N, len(LOGIT_STATS)]
     hidden: np.ndarray  # [N, L, len(HIDDEN_STATS)]
-    attention: np.ndarray | None  # [N, L, len(ATTENTION_STATS)]
+    collapsed_heads: np.ndarray | None  # [N, L]: the attention stat "collapsed_heads" (NaN: not observed)
     repetition_cosine: np.ndarray | None  # [N, R]: cosine with the state 1..R steps back
 
 
@@ -298,8 +297,8 @@ class RunningHealth:
         hidden = step.hidden[rows].astype(np.float64)
         self._add_logits(rows, t, logits)
         self._add_hidden(rows, t, hidden, logits)
-        if step.attention is not None:
-            self._add_collapsed_heads(rows, step.attention[rows, :, _COLLAPSED].astype(np.float64))
+        if step.collapsed_heads is not None:
+            self._add_collapsed_heads(rows, step.collapsed_heads[rows].astype(np.float64))
         cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
         self.repetition.add(rows, step.token_ids[rows], cosine)
 

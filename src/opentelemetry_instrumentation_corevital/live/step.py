@@ -20,7 +20,7 @@ import torch
 from ..analysis.risk import risk_score
 from ..analysis.running import RunningHealth, StepRows
 from ..capture.buffers import DEVICE_LOGIT_STATS
-from ..capture.paths import attention_summaries, repetition_by_lag
+from ..capture.paths import collapsed_head_counts, repetition_by_lag
 from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS
 
@@ -165,12 +165,12 @@ class StepComputer:
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
         t_idx, r_idx = np.full((rows, 1), t), np.arange(rows)[:, None]
-        attention = attention_summaries(arrays.get("heads"), t_idx, r_idx, self.session.options)
+        collapsed = collapsed_head_counts(arrays.get("heads"), t_idx, r_idx, self.session.options)
         return StepRows(
             token_ids=tokens,
             valid=valid,
             logits=logits,
             hidden=arrays["hidden"][t].transpose(1, 0, 2),
-            attention=None if attention is None else attention[:, 0],
+            collapsed_heads=None if collapsed is None else collapsed[:, 0],
             repetition_cosine=repetition_by_lag(arrays["cosine"], t_idx, r_idx)[:, 0],
         )
