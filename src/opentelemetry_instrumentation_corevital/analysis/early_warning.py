@@ -29,7 +29,7 @@ from ..profiles import WARNING_SIGNAL_NAMES, Profile, load_profile
 from ..summaries import RunSummaries
 from .health import NAN_OR_INF, nonfinite_steps
 from .repetition import repetition_building
-from .sequence import SequenceView, sequence_view, trailing_window_means
+from .sequence import SequenceView, per_count, sequence_view, trailing_window_means
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,7 @@ def _mean_layer_l2(view: SequenceView) -> np.ndarray:
     l2 = view.hidden_stat("l2_norm")
     finite = np.isfinite(l2)
     counts = finite.sum(axis=1)
-    means = np.full(view.num_steps, np.nan)
-    np.divide(np.where(finite, l2, 0.0).sum(axis=1), counts, out=means, where=counts > 0)
+    means = per_count(np.where(finite, l2, 0.0).sum(axis=1), counts)
     means[:1] = np.nan
     return means
 
@@ -123,8 +122,8 @@ def _earlier_std(values: np.ndarray, window: int) -> np.ndarray:
     squares = np.concatenate(([0.0], np.cumsum(clean * clean)))
     starts = np.maximum(np.arange(1, values.shape[0] + 1) - window, 0)
     n = counts[starts]
-    mean = np.divide(sums[starts], n, out=np.zeros(n.shape), where=n > 0)
-    variance = np.divide(squares[starts], n, out=np.zeros(n.shape), where=n > 0) - mean * mean
+    mean = per_count(sums[starts], n, 0.0)
+    variance = per_count(squares[starts], n, 0.0) - mean * mean
     return np.sqrt(np.maximum(variance, 0.0))
 
 

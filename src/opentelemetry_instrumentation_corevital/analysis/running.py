@@ -25,6 +25,7 @@ from ..profiles import WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
 from .risk import FEATURE_LIMIT
+from .sequence import per_count
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
 _L2, _NAN_COUNT, _INF_COUNT = (HIDDEN_STATS.index(name) for name in ("l2_norm", "nan_count", "inf_count"))
@@ -54,9 +55,7 @@ class _FiniteMean:
         self.counts[rows] += finite
 
     def mean(self, default: float = 0.0) -> np.ndarray:
-        out = np.full(self.sums.shape, default)
-        np.divide(self.sums, self.counts, out=out, where=self.counts > 0)
-        return out
+        return per_count(self.sums, self.counts, default)
 
 
 class _LongRuns:
@@ -107,16 +106,16 @@ class _TrailingWindow:
         start = max(self.length - self.window, 0)
         sums, _, counts = self._at(self.length)
         start_sums, _, start_counts = self._at(start)
-        recent = _ratio(sums - start_sums, counts - start_counts)
-        earlier = _ratio(start_sums, start_counts)
+        recent = per_count(sums - start_sums, counts - start_counts)
+        earlier = per_count(start_sums, start_counts)
         if start < self.window:
             earlier[:] = np.nan
         return recent, earlier
 
     def earlier_std(self) -> np.ndarray:
         sums, squares, counts = self._at(max(self.length - self.window, 0))
-        mean = np.divide(sums, counts, out=np.zeros(sums.shape), where=counts > 0)
-        variance = np.divide(squares, counts, out=np.zeros(sums.shape), where=counts > 0) - mean * mean
+        mean = per_count(sums, counts, 0.0)
+        variance = per_count(squares, counts, 0.0) - mean * mean
         return np.sqrt(np.maximum(variance, 0.0))
 
 
@@ -335,9 +334,7 @@ class RunningHealth:
         l2 = hidden[..., _L2]
         finite = np.isfinite(l2)
         counts = finite.sum(axis=1)
-        mean_l2 = np.full(rows.size, np.nan)
-        np.divide(np.where(finite, l2, 0.0).sum(axis=1), counts, out=mean_l2, where=counts > 0)
-        self.norm_window.add(rows, mean_l2)
+        self.norm_window.add(rows, per_count(np.where(finite, l2, 0.0).sum(axis=1), counts))
         middle = l2[:, self.middle]
         self.middle_l2_max[rows] = np.fmax(self.middle_l2_max[rows], np.where(np.isfinite(middle), middle, -np.inf))
         for row, values in zip(rows, middle):
@@ -385,7 +382,7 @@ class RunningHealth:
         excess = max(1.0, self.profile.blame_collapse_excess_fraction * self.num_heads)
         values = np.arange(histogram.shape[-1], dtype=np.float64)
         at_least = (histogram * (values >= (median + excess)[..., None])).sum(axis=-1)
-        share = np.divide(at_least, observed, out=np.zeros(observed.shape), where=observed > 0)
+        share = per_count(at_least, observed, 0.0)
         blamed = (observed >= 2) & (share >= self.profile.collapse_persistence)
         return blamed.sum(axis=1) / max(self.num_layers, 1)
 
@@ -441,9 +438,3 @@ class RunningHealth:
             }
         order = (NAN_OR_INF, *WARNING_SIGNAL_NAMES)
         return {row: tuple(name for name in order if fired[name][row]) for row in self.running.tolist()}
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    out = np.full(numerator.shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out

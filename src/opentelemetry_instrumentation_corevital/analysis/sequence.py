@@ -109,13 +109,14 @@ def trailing_window_means(values: np.ndarray, window: int) -> tuple[np.ndarray, 
     counts = np.concatenate(([0], np.cumsum(finite)))
     ends = np.arange(1, values.shape[0] + 1)
     starts = np.maximum(ends - window, 0)
-    recent = _ratio(sums[ends] - sums[starts], counts[ends] - counts[starts])
-    earlier = _ratio(sums[starts], counts[starts])
+    recent = per_count(sums[ends] - sums[starts], counts[ends] - counts[starts])
+    earlier = per_count(sums[starts], counts[starts])
     earlier[starts < window] = np.nan
     return recent, earlier
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    out = np.full(numerator.shape, np.nan)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
+def per_count(totals: np.ndarray, counts: np.ndarray, empty: float = np.nan) -> np.ndarray:
+    """totals / counts elementwise, `empty` where the count is 0."""
+    out = np.full(np.shape(totals), empty)
+    np.divide(totals, counts, out=out, where=counts > 0)
     return out
