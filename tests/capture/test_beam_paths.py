@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import prompt_ids
-from tests.support.capture import capture, entropy_bits, surprisal_bits
+from tests.support.capture import assert_summaries_follow_beams, capture
 
 STEPS = 5
 
@@ -27,13 +27,4 @@ def test_every_returned_beam_gets_the_logits_generate_used(models, name, use_cac
     output, summaries, session = capture(model, ids, **kwargs)
     assert session.fault is None, session.fault
     assert torch.equal(output, reference.sequences)
-    width = output.shape[1] - len(reference.logits)
-    for n in range(output.shape[0]):
-        for step in range(len(reference.logits)):
-            beam = int(reference.beam_indices[n, step])
-            if beam < 0:
-                continue
-            raw = reference.logits[step][beam : beam + 1]
-            token = output[n : n + 1, width + step]
-            assert summaries.logit("entropy")[n, step] == pytest.approx(entropy_bits(raw)[0], abs=1e-4)
-            assert summaries.logit("surprisal")[n, step] == pytest.approx(surprisal_bits(raw, token)[0], abs=1e-3)
+    assert_summaries_follow_beams(summaries, reference, entropy_abs=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
@@ -30,6 +31,22 @@ def capture(model, inputs, **generate_kwargs):
     sequences = output if isinstance(output, torch.Tensor) else output.sequences
     summaries = session.finish(sequences, eos)
     return output, summaries, session
+
+
+def assert_summaries_follow_beams(summaries, reference, entropy_abs: float, surprisal_abs: float = 1e-3) -> None:
+    """Each returned sequence's step values are those of the logits of the beam it came from at
+    that step (`reference`: the same generate with output_logits and return_dict_in_generate)."""
+    sequences = reference.sequences
+    width = sequences.shape[1] - len(reference.logits)
+    for n in range(sequences.shape[0]):
+        for step, logits in enumerate(reference.logits):
+            beam = int(reference.beam_indices[n, step])
+            if beam < 0:
+                continue
+            raw = logits[beam : beam + 1]
+            token = sequences[n : n + 1, width + step]
+            assert summaries.logit("entropy")[n, step] == pytest.approx(entropy_bits(raw)[0], abs=entropy_abs)
+            assert summaries.logit("surprisal")[n, step] == pytest.approx(surprisal_bits(raw, token)[0], abs=surprisal_abs)
 
 
 def entropy_bits(logits: torch.Tensor) -> np.ndarray:
