@@ -165,22 +165,27 @@ def test_several_answers_are_selectable_one_at_a_time(tmp_path, sharp_dir):
     assert len({tuple(row) for row in text.completion}) > 1  # sampled answers differ
 
 
-def test_a_span_with_content_capture_shows_the_text_of_its_step_events(tmp_path):
-    """Runs from other applications: the span's step events carry token text only with content capture."""
+def _report_of_one_call(max_new_tokens: int, **settings) -> Report:
+    """The report rebuilt from the span of one instrumented greedy call of the sharp Llama, as an
+    application's exported span would give it."""
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tokenizer = tiny_tokenizer()
-    model = _sharp_llama()
-    for capture_content in (True, False):
-        instrumentor = CoreVitalInstrumentor()
-        instrumentor.instrument(tracer_provider=provider, capture_message_content=capture_content)
-        try:
-            model.generate(**tokenizer("zq5 zq6 zq7", return_tensors="pt"), max_new_tokens=10, do_sample=False,
-                           eos_token_id=None, tokenizer=tokenizer)
-        finally:
-            instrumentor.uninstrument()
-    with_content, without = (Report.from_span(span) for span in memory.get_finished_spans())
+    instrumentor = CoreVitalInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, **settings)
+    try:
+        _sharp_llama().generate(**tokenizer("zq5 zq6 zq7", return_tensors="pt"), max_new_tokens=max_new_tokens,
+                                do_sample=False, eos_token_id=None, tokenizer=tokenizer)
+    finally:
+        instrumentor.uninstrument()
+    (span,) = memory.get_finished_spans()
+    return Report.from_span(span)
+
+
+def test_a_span_with_content_capture_shows_the_text_of_its_step_events(tmp_path):
+    """Runs from other applications: the span's step events carry token text only with content capture."""
+    with_content, without = (_report_of_one_call(10, capture_message_content=capture) for capture in (True, False))
     page = tmp_path / "events.html"
     page.write_text(build_page([with_content, without], ["with content", "without"]))
     result = visit(page, height=900)
@@ -197,18 +202,7 @@ def test_a_span_with_content_capture_shows_the_text_of_its_step_events(tmp_path)
 
 
 def test_sampled_step_events_show_their_tokens_with_the_gaps_marked(tmp_path):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tokenizer = tiny_tokenizer()
-    instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(tracer_provider=provider, capture_message_content=True, max_step_events=4)
-    try:
-        _sharp_llama().generate(**tokenizer("zq5 zq6 zq7", return_tensors="pt"), max_new_tokens=16, do_sample=False,
-                                eos_token_id=None, tokenizer=tokenizer)
-    finally:
-        instrumentor.uninstrument()
-    report = Report.from_span(memory.get_finished_spans()[-1])
+    report = _report_of_one_call(16, capture_message_content=True, max_step_events=4)
     steps = sorted(int(e.attributes[attrs.STEP_INDEX]) for e in report.events if e.name == attrs.STEP_EVENT)
     jumps = sum(later - earlier > 1 for earlier, later in zip(steps, steps[1:]))
     assert len(steps) < 16 and jumps >= 1
