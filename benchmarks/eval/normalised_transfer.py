@@ -20,7 +20,7 @@ import numpy as np
 
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .fit import fit_logistic
+from .fit import feature_matrix, fit_logistic
 from .metrics import auroc, bootstrap
 from .models import MODELS
 from .transfer import TRANSFER_FEATURES, model_rows
@@ -51,7 +51,7 @@ NORMALISATIONS = {"none": lambda x: x, "z-score": _z, "median/MAD": _robust, "pe
 
 
 def features(rows: list[dict]) -> np.ndarray:
-    return np.nan_to_num(np.array([[row[name] for name in TRANSFER_FEATURES] for row in rows], float))
+    return np.nan_to_num(feature_matrix(rows, TRANSFER_FEATURES))
 
 
 def scores(rows: list[dict], score: np.ndarray, resamples: int) -> dict:
