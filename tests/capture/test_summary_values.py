@@ -4,20 +4,25 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import build_llama, prompt_ids
+from tests.conftest import VOCAB, build_llama, prompt_ids
 from tests.support.capture import assert_summaries_follow_beams, capture, entropy_bits, surprisal_bits
 
 STEPS = 6
 
 
+@pytest.mark.parametrize("pending_steps", [1, 4], ids=["each step", "blocks of 4 steps"])
 @pytest.mark.parametrize("name", ["gpt2", "llama", "qwen2", "t5"])
-def test_logit_statistics_come_from_raw_logits(models, name):
+def test_logit_statistics_come_from_raw_logits(models, name, pending_steps):
+    """Summarised at every step, or in blocks of steps (STEPS is no multiple of the block, so the
+    last block is summarised at the end of the call)."""
     model = models[name]
     ids = prompt_ids(batch=2)
     reference = model.generate(
         ids, max_new_tokens=STEPS, do_sample=False, output_logits=True, return_dict_in_generate=True
     )
-    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False)
+    pending_bytes = pending_steps * ids.shape[0] * VOCAB * 4
+    _, summaries, session = capture(model, ids, pending_bytes, max_new_tokens=STEPS, do_sample=False)
+    assert session.buffers.logit_block_steps == pending_steps
     width = reference.sequences.shape[1] - STEPS
     for step, raw in enumerate(reference.logits):
         tokens = reference.sequences[:, width + step]

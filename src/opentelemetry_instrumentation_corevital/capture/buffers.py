@@ -2,6 +2,11 @@
 
 Sized by steps x layers x rows x a few statistics, never by prompt length or hidden size
 times steps. Writes are asynchronous tensor ops: nothing here waits for the device.
+
+Without beams, the logits of a few consecutive steps wait in a pending block (at most
+`PENDING_LOGITS_SHARE` of the model's weights) and are summarised together, in one set of
+launches for the block instead of one per step: a step then costs one copy. Anyone who reads the
+logit statistics or `log_probs` before the end of the call calls `flush_logits()` first.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from . import hashing, stats
 from .layout import ModelLayout
 
 REPETITION_LAGS = 32
+# the pending logits' share of the model's weights; summarising them takes as much again
+PENDING_LOGITS_SHARE = 2.5e-3
+MAX_PENDING_STEPS = 16
 # an extra forward may run before generate notices it has finished (deferred stop checks)
 _EXTRA_STEPS = 2
 # the device buffer holds these; surprisal, known a step later, has its own buffer
@@ -41,8 +49,14 @@ class HostSummaries:
     eos_token_ids: tuple[int, ...] = ()
 
 
+def pending_logits_bytes(model: torch.nn.Module) -> int:
+    """How many bytes of pending logit rows a call on `model` may hold."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return int(weights * PENDING_LOGITS_SHARE)
+
+
 class StepBuffers:
-    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor):
+    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, pending_bytes: int = 0):
         self.device = prompt_ids.device
         self.rows = int(prompt_ids.shape[0])
         self.prompt_width = int(prompt_ids.shape[1])
@@ -58,7 +72,14 @@ class StepBuffers:
         self.cross_heads: torch.Tensor | None = None
         self.hidden_rows: list = [None] * self.num_layers
         self.ring: torch.Tensor | None = None
-        self.log_probs: torch.Tensor | None = None
+        self.log_probs: torch.Tensor | None = None  # [R, V] of step `log_probs_step`
+        self.log_probs_step = -1
+        # beams reorder rows between steps, so their logits are summarised at once
+        self._pending_bytes = pending_bytes if options.num_beams == 1 else 0
+        self._pending: torch.Tensor | None = None  # [K, R, V] logits of steps not summarised yet
+        self._pending_first = 0
+        self._pending_count = 0
+        self._pending_tokens: dict[int, torch.Tensor] = {}  # step -> the tokens chosen at it [R]
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
         self.row_hashes = None
@@ -109,10 +130,58 @@ class StepBuffers:
         self.pending_attention = {}
 
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
-        """The logits generate samples from at `step` ([R, V]): summarise them, keep the log-probs."""
-        _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
-        if self.eos_log_probs is not None and self.eos_token_ids:
-            self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
+        """The logits generate samples from at `step` ([R, V]): summarise them now, or keep them
+        with the pending steps when they follow those and a block of them fits the budget."""
+        if self._pending is None and self._pending_bytes:
+            steps = min(self._pending_bytes // (logits.numel() * 4), MAX_PENDING_STEPS, self.max_steps)
+            if steps > 1:
+                self._pending = torch.empty((steps, *logits.shape), dtype=torch.float32, device=logits.device)
+            else:
+                self._pending_bytes = 0
+        if self._pending is None:
+            _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
+            self.log_probs_step = step
+            if self.eos_log_probs is not None and self.eos_token_ids:
+                self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
+            return
+        if self._pending_count and step != self._pending_first + self._pending_count:
+            self.flush_logits()
+        if not self._pending_count:
+            self._pending_first = step
+        self._pending[self._pending_count].copy_(logits)
+        self._pending_count += 1
+        if self._pending_count == self._pending.shape[0]:
+            self.flush_logits()
+
+    @property
+    def logit_block_steps(self) -> int:
+        """How many steps' logits are summarised together (1: each at its own step)."""
+        return 1 if self._pending is None else int(self._pending.shape[0])
+
+    def flush_logits(self) -> None:
+        """Summarise the pending steps' logits: their statistics, the surprisal of every pending
+        step whose token is known, and `log_probs` of the newest step."""
+        count, self._pending_count = self._pending_count, 0
+        if not count:
+            return
+        first, (_, rows, vocab) = self._pending_first, self._pending.shape
+        flat_stats = self.logits[first : first + count].view(count * rows, -1)
+        flat_logits = self._pending[:count].view(count * rows, vocab)
+        _, log_probs = stats.logit_stats(flat_logits, out=flat_stats, overwrite=True)
+        log_probs = log_probs.view(count, rows, vocab)
+        known = []
+        for step in range(first, first + count):
+            if step not in self._pending_tokens:
+                break
+            known.append(self._pending_tokens[step])
+        self._pending_tokens.clear()
+        if known:
+            chosen = torch.stack(known).reshape(-1)
+            flat_surprisal = self.surprisal[first : first + len(known)].view(-1)
+            stats.chosen_surprisal_bits(log_probs[: len(known)].reshape(-1, vocab), chosen, out=flat_surprisal)
+        # a row of a block is copied so that the block's memory is freed
+        self.log_probs = log_probs[-1] if count == 1 else log_probs[-1].clone()
+        self.log_probs_step = first + count - 1
 
     def record_layers(self, step: int) -> None:
         """Every layer ran: summarise the layers' rows, attention and repetition."""
@@ -133,7 +202,10 @@ class StepBuffers:
     def record_chosen_tokens(self, step: int, tokens: torch.Tensor, parents: torch.Tensor | None) -> None:
         """At the start of `step`, the token chosen at `step - 1` is the rows' newest input."""
         tokens = tokens.to(self.device)
-        log_probs = self.log_probs
+        if self._pending_count and self._pending_first <= step - 1 < self._pending_first + self._pending_count:
+            self._pending_tokens[step - 1] = tokens
+            return
+        log_probs = self.log_probs if self.log_probs_step == step - 1 else None
         if parents is not None:
             parents = parents.to(self.device)
             log_probs = log_probs.index_select(0, parents)
@@ -149,6 +221,7 @@ class StepBuffers:
 
     def to_host(self, forwards: int, sequences: torch.Tensor) -> HostSummaries:
         forwards = min(forwards, self.max_steps)
+        self.flush_logits()
         last_token_log_probs = None
         if self.log_probs is not None:
             last_tokens = sequences[:, -1].to(self.device).long()

@@ -50,21 +50,27 @@ def chunked_top_values(values: torch.Tensor, k: int, chunk: int = _TOPK_CHUNK) -
     return winners.reshape(rows, -1).topk(k, dim=-1).values
 
 
-def logit_stats(logits: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def logit_stats(
+    logits: torch.Tensor, out: torch.Tensor | None = None, overwrite: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits [R, V] -> (stats [R, 6], log-probs [R, V]); the stats go into `out` if given.
 
     Columns follow LOGIT_STATS without surprisal: entropy, margin, top-k mass, max prob,
     NaN count, Inf count. Surprisal needs the chosen token, known only a step later.
     One log-softmax, one top-k of the probabilities and one stack: every column is a small
-    reduction of these, so the step costs few device launches.
+    reduction of these, so the step costs few device launches. `overwrite` lets the
+    probabilities, then the entropy terms, take the logits' memory (the caller's own float32
+    copy): the call then needs one more tensor of the logits' size, the log-probs.
     """
+    overwrite = overwrite and logits.dtype == torch.float32
     logits = logits.float()
+    nonfinite = torch.stack((torch.isnan(logits), torch.isinf(logits))).sum(-1, dtype=torch.float32)
     log_probs = torch.log_softmax(logits, dim=-1)
-    probs = log_probs.exp()
+    probs = torch.exp(log_probs, out=logits) if overwrite else log_probs.exp()
     top = top_values(probs, TOP_K_MASS)
     second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
-    nonfinite = torch.stack((torch.isnan(logits), torch.isinf(logits))).sum(-1, dtype=torch.float32)
-    columns = (entropy_bits(probs), top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
+    entropy = torch.special.entr(probs, out=probs if overwrite else None).sum(-1) / LN2
+    columns = (entropy, top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
     stats = torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
     return stats, log_probs
 
