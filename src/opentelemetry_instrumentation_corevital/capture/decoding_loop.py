@@ -2,10 +2,10 @@
 
 While instrumented, three methods of transformers' GenerationMixin are wrapped once:
 
-- `_get_logits_processor`: the active session's `LogitsTap` goes first in the list, so every
-  decoding strategy (sampling, greedy, beam search, assisted) hands it the logits generate
-  itself samples from (after a model's softcap or logit scale, before temperature, top-k,
-  top-p) and it returns them unchanged;
+- `_get_logits_processor`: the list it returns becomes a `LogitsTap`, which shows the active
+  session the logits before any processor runs, so every decoding strategy (sampling, greedy,
+  beam search, assisted) hands it the logits generate itself samples from (after a model's
+  softcap or logit scale, before temperature, top-k, top-p), unchanged;
 - `_valid_auto_compile_criteria`: when transformers is about to compile the forward for a
   static cache, the session drops its in-forward probes before the first forward runs;
 - `_has_unfinished_sequences`: every decoding strategy asks it at the head of each turn of
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 
-from transformers import LogitsProcessor
+from transformers import LogitsProcessorList
 from wrapt import FunctionWrapper, wrap_function_wrapper
 
 from .compiled import AUTO_COMPILE
@@ -32,22 +32,25 @@ _MODULE = "transformers.generation.utils"
 _installed = False
 
 
-class LogitsTap(LogitsProcessor):
-    """Shows a capture session each step's logits; never changes them."""
+class LogitsTap(LogitsProcessorList):
+    """generate's logits processors, with a capture session shown each step's logits before
+    them; never changes the logits. (A processor inside the list would cost an
+    inspect.signature per step: LogitsProcessorList.__call__ checks each one's parameters.)"""
 
-    def __init__(self, session):
+    def __init__(self, processors, session):
+        super().__init__(processors)
         self.session = session
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids, scores, **kwargs):
         self.session.observe_logits(input_ids, scores)
-        return scores
+        return super().__call__(input_ids, scores, **kwargs)
 
 
-def _prepend_tap(wrapped, instance, args, kwargs):
+def _tap_processors(wrapped, instance, args, kwargs):
     processors = wrapped(*args, **kwargs)
     session = active_session()
     if session is not None and session.model is instance:
-        processors.insert(0, LogitsTap(session))
+        return LogitsTap(processors, session)
     return processors
 
 
@@ -68,7 +71,7 @@ def _count_loop_turn(wrapped, instance, args, kwargs):
 
 
 _WRAPPERS = {
-    "_get_logits_processor": _prepend_tap,
+    "_get_logits_processor": _tap_processors,
     "_valid_auto_compile_criteria": _watch_auto_compile,
     "_has_unfinished_sequences": _count_loop_turn,
 }
