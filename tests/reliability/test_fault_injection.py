@@ -43,7 +43,7 @@ FAULTS = [
     ("attach: layout discovery", capture_session, "find_layout", "attach", "summary"),
     ("probe: forward pre-hook", capture_session, "decoder_step_ids", "step", "summary"),
     ("probe: buffer allocation", capture_session, "StepBuffers", "step", "summary"),
-    ("probe: layer output", StepBuffers, "record_hidden_row", "hidden", "summary"),
+    ("probe: layer output", StepBuffers, "record_hidden_output", "hidden", "summary"),
     ("probe: logits", StepBuffers, "record_logits", "logits", "summary"),
     ("probe: attention call", StepBuffers, "defer_attention", "attention", "full"),
     ("probe: chosen tokens", StepBuffers, "record_chosen_tokens", "step", "summary"),

@@ -94,10 +94,10 @@ class StepBuffers:
     def in_range(self, step: int) -> bool:
         return 0 <= step < self.max_steps
 
-    def record_hidden_row(self, layer: int, row: torch.Tensor, is_prompt: bool) -> None:
-        """A decode step's output is [R, 1, D] and never reused in place: keep a reference.
-        The prompt step's output is [R, P, D]: copy the newest row so the rest can be freed."""
-        self.hidden_rows[layer] = row.clone() if is_prompt else row
+    def record_hidden_output(self, layer: int, output: torch.Tensor) -> None:
+        """A layer's output [R, T, D]. A decode step's (T = 1) is never reused in place: keep a
+        reference, at no device cost. The prompt's: copy the newest position so the rest can be freed."""
+        self.hidden_rows[layer] = output[:, -1:, :].clone() if output.shape[1] > 1 else output
 
     def record_heads(self, step: int, layer: int, cross: bool, per_head: torch.Tensor) -> None:
         self._heads_buffer(cross, per_head)[step, layer] = per_head
@@ -189,7 +189,7 @@ class StepBuffers:
             self._reduce_pending_attention(step)
         if any(row is None for row in self.hidden_rows):
             return
-        rows = torch.stack(self.hidden_rows)
+        rows = torch.stack(self.hidden_rows)[:, :, -1, :]
         self.hidden_rows = [None] * self.num_layers
         self.hidden[step] = stats.hidden_stats(rows)
         last = rows[-1].float()

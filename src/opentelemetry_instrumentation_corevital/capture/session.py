@@ -305,7 +305,7 @@ class CaptureSession:
             return
         with self._guard("hidden"):
             hidden = output[0] if isinstance(output, (tuple, list)) else output
-            self.buffers.record_hidden_row(index, hidden[:, -1, :], is_prompt=hidden.shape[1] > 1)
+            self.buffers.record_hidden_output(index, hidden)
         if self.prompt is not None and self.step == 0:
             with self._guard("prompt"):
                 layer_input = args[0] if args else kwargs.get("hidden_states")
