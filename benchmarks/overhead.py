@@ -17,6 +17,9 @@ the forward by itself (its default CompileConfig: inductor with CUDA graphs, "re
 `--compile static-inductor` the same without CUDA graphs. There the table also gives how many
 graphs Dynamo compiled after the warm-up (0 is the target: any is a recompile CoreVital caused),
 and plain generate's median before any instrumented run and after the last one.
+`plain_control` among the modes pairs plain generate with itself, before any instrumented
+run (the noise floor of a paired ratio); on the compiled path plain generate is then timed
+again, so a drift of the host shows apart from anything instrumented runs leave behind.
 `--step-cost` times the live health per decoding step at steps 32 and 256 (constant work per
 step shows as a flat figure). `--launches` counts, with torch.profiler, the device kernels (CPU: top-level aten operators)
 each mode runs per decoding step beyond plain generate.
@@ -63,6 +66,7 @@ PRESETS = {
 }
 DEFAULT_MODES = ["off", "summary", "full", "on_risk", "original"]
 LIVE_MODES = ("listener", "health_stop")  # summary capture plus real-time health on every step
+CONTROL = "plain_control"  # plain generate paired with itself
 
 
 class _Discard(SpanExporter):
@@ -141,7 +145,7 @@ class Modes:
         self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
 
     def run(self, mode: str, ids, new_tokens: int, device: str) -> Run:
-        if mode == "plain":
+        if mode in ("plain", CONTROL):
             return timed_generate(self.model, ids, new_tokens, device)
         if mode == "original":
             self.model.set_attn_implementation("eager")
@@ -177,13 +181,20 @@ def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, 
     at full length (a static cache's shape follows max_new_tokens) and plain generate is also
     timed before any instrumented run and after the last one."""
     ids = prompt_batch(modes.model, prompt, batch, device)
-    rotation = [m for m in modes_list if m != "original"]
+    rotation = [m for m in modes_list if m not in ("original", CONTROL)]
     pairs = {mode: [] for mode in modes_list}
     for mode in ["plain", *rotation]:  # warm-up: kernels, allocator, first-call imports, compilation
         for _ in range(2 if compiled else 1):
             modes.run(mode, ids, new_tokens if compiled else min(new_tokens, 8), device)
     compiled_before = compiled_graphs()
     plain_only = [modes.run("plain", ids, new_tokens, device) for _ in range(repeats if compiled else 0)]
+    extra = {}
+    if CONTROL in modes_list:
+        for _ in range(repeats):
+            pairs[CONTROL].append((modes.run("plain", ids, new_tokens, device), modes.run(CONTROL, ids, new_tokens, device)))
+        if compiled:
+            after_control = [modes.run("plain", ids, new_tokens, device) for _ in range(repeats)]
+            extra["plain_after_control_s"] = round(statistics.median(r.seconds for r in after_control), 4)
     schedule = []
     for repeat in range(repeats):
         schedule += rotation[repeat % len(rotation):] + rotation[: repeat % len(rotation)]
@@ -192,12 +203,12 @@ def measure(modes: Modes, modes_list, prompt: int, batch: int, new_tokens: int, 
     for mode in schedule:
         plain = modes.run("plain", ids, new_tokens, device)
         pairs[mode].append((plain, modes.run(mode, ids, new_tokens, device)))
-        print(f"pair {mode}: plain {plain.seconds:.4f} s, ratio {pairs[mode][-1][1].seconds / plain.seconds:.3f}",
-              file=sys.stderr, flush=True)
-    extra = {}
+        run = pairs[mode][-1][1]
+        print(f"pair {mode}: plain {plain.seconds:.4f} s, ratio {run.seconds / plain.seconds:.3f}, "
+              f"CPU-time ratio {run.cpu_seconds / plain.cpu_seconds:.3f}", file=sys.stderr, flush=True)
     if compiled:
         plain_after = [modes.run("plain", ids, new_tokens, device) for _ in range(repeats)]
-        extra = dict(
+        extra.update(
             graphs_compiled_after_warmup=compiled_graphs() - compiled_before,
             plain_before_s=round(statistics.median(r.seconds for r in plain_only), 4),
             plain_after_s=round(statistics.median(r.seconds for r in plain_after), 4),
@@ -233,7 +244,7 @@ def launches_per_step(modes: Modes, modes_list, prompt: int, batch: int, device:
         return sum(1 for e in events if _top_level_operator(e))
 
     plain = count("plain")
-    return {mode: round((count(mode) - plain) / steps, 1) for mode in modes_list if mode != "original"}
+    return {mode: round((count(mode) - plain) / steps, 1) for mode in modes_list if mode not in ("original", CONTROL)}
 
 
 def live_step_cost(modes: Modes, prompt: int, batch: int, device: str, at=(32, 256), repeats: int = 3) -> dict:
@@ -338,9 +349,9 @@ def main(argv=None) -> int:
                 case["live_step_cost"] = live_step_cost(modes, prompt, batch, device)
             results["cases"].append(case)
             print(json.dumps(case), flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+            if args.json:  # after every case: a run stopped at a time limit keeps what it measured
+                with open(args.json, "w") as handle:
+                    json.dump(results, handle, indent=2)
     print(render_table(results))
     return 0
 
@@ -369,7 +380,8 @@ def render_table(results: dict) -> str:
         lines.append(f"| {case['prompt']} | {case['batch']} | {plain:.3f} | " + " | ".join(cells) + " |")
     for case in results["cases"]:
         notes = {key: case[key] for key in (
-            "graphs_compiled_after_warmup", "plain_before_s", "plain_after_s", "launches_added_per_step",
+            "graphs_compiled_after_warmup", "plain_before_s", "plain_after_control_s", "plain_after_s",
+            "launches_added_per_step",
             "live_step_cost",
         ) if key in case}
         if notes:
