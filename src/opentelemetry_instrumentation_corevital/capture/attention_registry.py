@@ -27,10 +27,11 @@ def _probed(attention_function):
     def probed(module, query, key, value, attention_mask, *args, **kwargs):
         # inside a compiled region the session reads no ContextVar: it captures no attention there
         session = None if torch.compiler.is_compiling() else active_session()
-        if session is not None:
+        where = None if session is None else session.attention_slot(module)
+        if where is not None:
             with session._guard("attention"):  # a fault here is the session's, never the caller's
                 attended_key, mask = attended(module, query, key, attention_mask, kwargs)
-                session.observe_attention(module, query, attended_key, mask, kwargs)
+                session.observe_attention(where, query, attended_key, mask, kwargs)
         return attention_function(module, query, key, value, attention_mask, *args, **kwargs)
 
     probed.__corevital_original__ = attention_function

@@ -99,6 +99,27 @@ class CaptureFault(Exception):
     """Raised inside a probe; carries the stage so the span can name it."""
 
 
+class _FaultGuard:
+    """A block whose Exception becomes the session's first fault instead of the caller's error (a
+    probe must never break generation). A plain class, not a generator context manager: probes
+    enter one per layer per step."""
+
+    __slots__ = ("session", "stage")
+
+    def __init__(self, session: "CaptureSession", stage: str):
+        self.session, self.stage = session, stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        if self.session.fault is None:
+            self.session.fault = (self.stage, exc)
+        return True
+
+
 class CaptureSession:
     def __init__(self, model: torch.nn.Module, options: CaptureOptions):
         self.model = model
@@ -219,13 +240,8 @@ class CaptureSession:
     def _owns_call(self) -> bool:
         return _ACTIVE.get() is self
 
-    @contextlib.contextmanager
-    def _guard(self, stage: str):
-        try:
-            yield
-        except Exception as exc:  # a probe must never break generation
-            if self.fault is None:
-                self.fault = (stage, exc)
+    def _guard(self, stage: str) -> "_FaultGuard":
+        return _FaultGuard(self, stage)
 
     # -- probes ----------------------------------------------------------------
 
@@ -329,7 +345,8 @@ class CaptureSession:
         with self._guard("hidden"):
             self.buffers.record_layers(self.step)
 
-    def _attention_wanted(self, module) -> tuple[int, bool] | None:
+    def attention_slot(self, module) -> tuple[int, bool] | None:
+        """(layer, is cross-attention) when this session records `module`'s attention at this step, else None."""
         if torch.compiler.is_compiling() or not self._owns_call():
             return None
         if not (self.capturing and self.buffers is not None):
@@ -339,7 +356,7 @@ class CaptureSession:
         return self.layout.attention_modules.get(id(module))
 
     def _on_eager_attention(self, attention_module, module, args, output):
-        where = self._attention_wanted(attention_module)
+        where = self.attention_slot(attention_module)
         if where is None:
             return
         with self._guard("attention"):
@@ -352,30 +369,20 @@ class CaptureSession:
             if self.prompt is not None and self.step == 0 and not where[1]:
                 self.prompt.observe_weights(where[0], weights)
 
-    def observe_attention(self, module, query, key, attention_mask, kwargs) -> None:
-        """Called by the attention-registry wrapper for SDPA / flash / flex implementations."""
-        where = self._attention_wanted(module)
-        if where is None:
+    def observe_attention(self, where: tuple[int, bool], query, key, attention_mask, kwargs) -> None:
+        """Called by the attention-registry wrapper for SDPA / flash / flex implementations, for
+        the attention_slot `where` (inside the session's fault guard)."""
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            self.attention_unavailable_reason = f"{type(attention_mask).__name__} attention masks cannot be observed"
             return
-        with self._guard("attention"):
-            if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
-                self.attention_unavailable_reason = (
-                    f"{type(attention_mask).__name__} attention masks cannot be observed"
-                )
-                return
-            if self.step == 0:
-                probs = stats.newest_query_attention(
-                    query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
-                )
-                self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
-            else:
-                self.buffers.defer_attention(
-                    *where, query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
-                )
-            if self.prompt is not None and self.step == 0 and not where[1]:
-                self.prompt.observe_attention(
-                    where[0], query, key, attention_mask, kwargs.get("scaling"), kwargs.get("softcap")
-                )
+        scaling, softcap = kwargs.get("scaling"), kwargs.get("softcap")
+        if self.step == 0:
+            probs = stats.newest_query_attention(query, key, attention_mask, scaling, softcap)
+            self.buffers.record_heads(self.step, *where, stats.head_stats(probs))
+        else:
+            self.buffers.defer_attention(*where, query, key, attention_mask, scaling, softcap)
+        if self.prompt is not None and self.step == 0 and not where[1]:
+            self.prompt.observe_attention(where[0], query, key, attention_mask, scaling, softcap)
 
     # -- beam search bookkeeping -------------------------------------------------
 
