@@ -1,104 +1,141 @@
-"""python -m benchmarks.eval.norm_spread_study: one hidden-state feature, measured as an
-out-of-the-box risk term on both models (not shipped).
+"""python -m benchmarks.eval.norm_spread_study: the weight and reference of the default risk model's
+hidden-state term `weight x (reference - hidden_norm_spread)`, chosen leave-one-model-out.
 
-The feature: the standard deviation, over the answer's first steps, of the log L2 norm of the
-middle decoder layer's newest hidden state (`probe_study.probe_vector`, its middle column):
-how much the model's internal state moves while it starts answering. It is scale-free (a log),
-needs no labels and no fitting. Printed for each model, on the 200 evaluation rows and on the
-held-out items not among them (from `--heldout-cache`, see docs/evaluation.md):
-- medians on healthy and failed runs, and the AUROC of the *negated* feature (low = risky) for
-  non-loop failures against healthy runs, wrong against right answers, and within each QA
-  template (weighted by rows), so a task-type effect is told apart from an answer effect;
-- the shipped `default` risk logit plus WEIGHT * (REFERENCE - feature), with bootstrap intervals.
-WEIGHT and REFERENCE were chosen by looking at these same rows (declared in docs/evaluation.md).
+For each model F (the fold's fit model): the reference is the median hidden_norm_spread of F's
+healthy rows, and the weight the one of WEIGHTS with the highest risk AUROC on F's rows among
+those that keep F's loops AUROC >= LOOPS_FLOOR and `critical` on at most CRITICAL_CEILING of
+its healthy rows. F's rows are its 200 evaluation rows and, with --heldout-cache, the 220
+held-out items not among them. The choice is then scored on the other model's rows, which
+played no part in it. Also scored on both models: the default without the term (before) and
+the default as shipped (after). Scores go through risk_score and risk_label, as a span's do.
+Writes results/norm_spread_study.json and prints the tables of docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
-from opentelemetry_instrumentation_corevital.analysis.risk import risk_logit
+from opentelemetry_instrumentation_corevital.analysis import risk_label, risk_score
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
 from .dataset import build_items
-from .generation import generate_all
-from .metrics import auroc, bootstrap
+from .metrics import auroc
 from .models import MODELS
-from .probe_study import probe_vector
-from .signals import rows_of
-from .transfer import PER_TEMPLATE, heldout_items
+from .transfer import PER_TEMPLATE, heldout_items, model_rows, summary
 
-WEIGHT = 24.0
-REFERENCE = 0.1
-MIDDLE = 1  # probe_vector's columns: layers at 1/4, 1/2 and 3/4 of the depth
-
-
-def rows_and_spread(model: str, items: list, cache: Path, profile) -> tuple[list[dict], np.ndarray]:
-    generations = generate_all(items, cache, model_name=model, log=lambda _: None)
-    spread = np.array([probe_vector(generations[item.id].summaries)[MIDDLE] for item in items])
-    return rows_of(items, generations, profile), spread
+HERE = Path(__file__).resolve().parent
+FEATURE = "hidden_norm_spread"
+WEIGHTS = (0.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0, 40.0, 48.0)
+LOOPS_FLOOR = 0.95
+CRITICAL_CEILING = 0.02
 
 
-def within_template(rows: list[dict], risky: np.ndarray) -> float:
-    """AUROC inside each QA template with both outcomes (non-loop rows), weighted by its rows."""
-    total, weighted = 0, 0.0
-    for template in sorted({r["template"] for r in rows if r["correct"] is not None}):
-        picked = [i for i, r in enumerate(rows) if r["template"] == template and r["failure_reason"] != "degenerate"]
-        failed = np.array([rows[i]["failure"] for i in picked], bool)
-        if failed.sum() >= 2 and (~failed).sum() >= 2:
-            total += len(picked)
-            weighted += len(picked) * auroc(failed, risky[picked])
-    return weighted / total if total else float("nan")
+def with_term(shipped, weight: float, reference: float):
+    """The shipped default's risk model with the term weight x (reference - feature) in place of its own."""
+    model = shipped.risk_model
+    kept = [k for k, name in enumerate(model.features) if name != FEATURE]
+    bias = model.bias + sum(w * r for name, w, r in zip(model.features, model.weights, model.reference)
+                            if name == FEATURE)
+    risk_model = {
+        "features": [model.features[k] for k in kept] + [FEATURE],
+        "weights": [model.weights[k] for k in kept] + [-weight],
+        "bias": round(bias + weight * reference, 6),
+        "reference": [model.reference[k] for k in kept] + [reference],
+    }
+    return load_profile("default", {"risk_model": risk_model})
 
 
-def describe(rows: list[dict], spread: np.ndarray, profile, resamples: int) -> dict:
+def scored(rows: list[dict], profile) -> list[dict]:
+    """The rows with the risk score and label `profile` gives them (their features are the profile's own)."""
+    out = []
+    for row in rows:
+        score = risk_score(row, profile)
+        out.append({**row, "risk_score": score, "risk_label": risk_label(score, profile)})
+    return out
+
+
+def fold_fit(rows: list[dict], shipped) -> dict:
+    """The reference and weight chosen on one model's rows, with each candidate weight's figures there."""
     failed = np.array([r["failure"] for r in rows], bool)
     loop = np.array([r["failure_reason"] == "degenerate" for r in rows], bool)
-    qa = np.array([r["correct"] is not None for r in rows], bool) & ~loop
-    risky = -np.nan_to_num(spread, nan=REFERENCE)
-    shipped = np.array([60.0 if r["nonfinite_flag"] else risk_logit(r, profile) for r in rows])
-    with_term = shipped + WEIGHT * (REFERENCE + risky)
-
-    def interval(labels, score):
-        value, low, high = bootstrap(auroc, labels, score, resamples=resamples)
-        return f"{value:.3f} [{low:.2f}, {high:.2f}]"
-
-    return {
-        "rows": len(rows),
-        "median healthy / failed": f"{np.nanmedian(spread[~failed]):.3f} / {np.nanmedian(spread[failed]):.3f}",
-        "feature AUROC non-loop failures": interval(failed[~loop], risky[~loop]),
-        "feature AUROC wrong answers": interval(failed[qa], risky[qa]),
-        "feature AUROC within QA templates": f"{within_template(rows, risky):.3f}",
-        "risk AUROC shipped": interval(failed, shipped),
-        "risk AUROC with the term": interval(failed, with_term),
-        "loops AUROC shipped / with the term": f"{auroc(loop, shipped):.3f} / {auroc(loop, with_term):.3f}",
-        "healthy runs critical with the term": f"{np.mean(1 / (1 + np.exp(-with_term[~failed])) >= 0.7):.3f}",
-    }
+    spread = np.array([r[FEATURE] for r in rows], float)
+    reference = round(float(np.nanmedian(spread[~failed])), 2)
+    candidates = []
+    for weight in WEIGHTS:
+        rescored = scored(rows, with_term(shipped, weight, reference))
+        score = np.array([r["risk_score"] for r in rescored])
+        critical = np.array([r["risk_label"] == "critical" for r in rescored])
+        candidates.append({"weight": weight, "auroc": auroc(failed, score), "auroc_loops": auroc(loop, score),
+                           "healthy_critical": float(critical[~failed].mean())})
+    allowed = [c for c in candidates if c["auroc_loops"] >= LOOPS_FLOOR and c["healthy_critical"] <= CRITICAL_CEILING]
+    best = max(allowed, key=lambda c: (round(c["auroc"], 3), -c["weight"]))
+    return {"reference": reference, "weight": best["weight"], "candidates": candidates}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.eval.norm_spread_study", description=__doc__)
     parser.add_argument("--cache", type=Path, required=True, help="folder holding one summaries cache per model")
-    parser.add_argument("--heldout-cache", type=Path, required=True, help="the --split heldout caches, one per model")
+    parser.add_argument("--heldout-cache", type=Path, default=None,
+                        help="the --split heldout caches, one per model (adds the 220 unseen held-out items)")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "norm_spread_study.json")
     args = parser.parse_args(argv)
 
-    profile = load_profile("default")
+    shipped = load_profile("default")
     evaluation_items = build_items(PER_TEMPLATE)
     seen = {item.id for item in evaluation_items}
+    sets: dict[str, dict[str, list[dict]]] = {}
     for model in MODELS:
-        rows, spread = rows_and_spread(model, evaluation_items, args.cache / model, profile)
-        held_rows, held_spread = rows_and_spread(model, heldout_items(), args.heldout_cache / model, profile)
-        unseen = [i for i, row in enumerate(held_rows) if row["id"] not in seen]
-        sets = {"evaluation rows": (rows, spread),
-                "held-out rows not among them": ([held_rows[i] for i in unseen], held_spread[unseen])}
-        for name, (set_rows, set_spread) in sets.items():
-            print(f"## {model}, {name}")
-            for key, value in describe(set_rows, set_spread, profile, args.bootstrap).items():
-                print(f"- {key}: {value}")
+        sets[model] = {"evaluation": model_rows(model, args.cache, shipped, evaluation_items)}
+        if args.heldout_cache and (args.heldout_cache / model).is_dir():
+            held = model_rows(model, args.heldout_cache, shipped, heldout_items())
+            sets[model]["heldout_unseen"] = [r for r in held if r["id"] not in seen]
+    results: dict = {"folds": {}, "scored": {}}
+    for fit_model in MODELS:
+        fit_rows = [r for rows in sets[fit_model].values() for r in rows]
+        results["folds"][fit_model] = fold_fit(fit_rows, shipped)
+    profiles = {"before (no term)": with_term(shipped, 0.0, 0.0), "shipped default": shipped}
+    for fit_model, fold in results["folds"].items():
+        profiles[f"chosen on {fit_model}"] = with_term(shipped, fold["weight"], fold["reference"])
+    for name, profile in profiles.items():
+        results["scored"][name] = {
+            model: {which: summary(scored(rows, profile), args.bootstrap) for which, rows in by_set.items()}
+            for model, by_set in sets.items()
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = []
+    for model, fold in results["folds"].items():
+        tried = ", ".join(f"{c['weight']:g}: {c['auroc']:.3f}" for c in fold["candidates"])
+        lines.append(f"- fit on {model}: reference {fold['reference']}, weight {fold['weight']:g} (AUROC by weight: {tried})")
+    lines += ["", "| risk model | model | rows | risk AUROC | loops AUROC | wrong-answer AUROC | not-loop AUROC "
+              "| any flag on healthy | critical on healthy | warning or critical on healthy | loops critical "
+              "| wrong answers warning or critical |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, by_model in results["scored"].items():
+        for model, by_set in by_model.items():
+            for which, r in by_set.items():
+                lines.append(
+                    f"| {name} | {model} | {which} {r['rows']} ({r['failures']}: {r['loops']} / {r['wrong']}) "
+                    f"| {_ci(r['auroc'])} | {_ci(r['auroc_loops'])} | {_ci(r['auroc_wrong'])} "
+                    f"| {_ci(r['auroc_not_loops'])} | {r['healthy_any_flag']:.1%} of {r['healthy']} "
+                    f"| {r['healthy_critical']:.1%} | {r['healthy_warning_or_critical']:.1%} "
+                    f"| {r['loops_critical']:.1%} | {r['wrong_warning_or_critical']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(triple) -> str:
+    value, low, high = triple
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def summary(rows: list[dict], resamples: int) -> dict:
     flags = {name: np.array([r[name] for r in rows], bool) for name in BOOLEAN_FLAGS}
     any_flag = np.any(list(flags.values()), axis=0)
     critical = np.array([r["risk_label"] == "critical" for r in rows], bool)
+    labelled = np.array([r["risk_label"] != "healthy" for r in rows], bool)  # warning or critical
     healthy = ~failure
     precision, recall = precision_recall(loop, flags["repetition_flag"])
     return {
@@ -76,6 +77,9 @@ def summary(rows: list[dict], resamples: int) -> dict:
         "healthy": int(healthy.sum()),
         "healthy_any_flag": float(any_flag[healthy].mean()),
         "healthy_critical": float(critical[healthy].mean()),
+        "healthy_warning_or_critical": float(labelled[healthy].mean()),
+        "loops_critical": float(critical[loop].mean()) if loop.any() else float("nan"),
+        "wrong_warning_or_critical": float(labelled[failure & qa].mean()) if (failure & qa).any() else float("nan"),
         "healthy_flag_rates": {name: float(flags[name][healthy].mean()) for name in BOOLEAN_FLAGS},
         "healthy_early_warning": float(np.mean([r["warning_signal_count"] > 0 for r, h in zip(rows, healthy) if h])),
         "auroc_failure_risk": bootstrap(auroc, failure, np.array([r["failure_risk"] for r in rows], float),

@@ -12,10 +12,16 @@ from opentelemetry_instrumentation_corevital.analysis import (
 )
 from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, load_profile
 
-from tests.support.summaries import logit_column, make_run, set_tokens
+from tests.support.summaries import hidden_column, logit_column, make_run, set_tokens
 
 PROFILE = load_profile("default")
 STEPS = 60
+SPREAD_REFERENCE = PROFILE.risk_model.reference[PROFILE.risk_model.features.index("hidden_norm_spread")]
+
+
+def middle_layer_norms(run, norms):
+    """Sets the middle decoder layer's L2 norms of sequence 0, one per step."""
+    run.hidden[0, : len(norms), (run.num_layers - 1) // 2, hidden_column("l2_norm")] = norms
 
 
 def healthy_run(seed=0):
@@ -43,8 +49,10 @@ def loop_run():
 
 
 def confused_run():
+    """Unsure from start to end, its middle layer's state moving as a typical healthy run's."""
     rng = np.random.default_rng(1)
     run = healthy_run()
+    middle_layer_norms(run, 30.0 * np.exp(SPREAD_REFERENCE * np.resize([1.0, -1.0], STEPS)))
     run.logits[0, :, logit_column("entropy")] = rng.uniform(3.5, 7.0, STEPS)
     run.logits[0, :, logit_column("surprisal")] = rng.uniform(3.0, 9.0, STEPS)
     run.logits[0, :, logit_column("margin")] = rng.uniform(0.0, 0.1, STEPS)
@@ -95,9 +103,11 @@ def test_an_unsure_run_is_a_warning_never_critical_out_of_the_box():
     # The default profile is safe by construction: without a loop or NaN/Inf, even every
     # uncertainty feature at its worst stays below `critical`.
     assert risk_label(confused, PROFILE) == "warning"
-    worst = dict(risk_features(confused_run(), 0, PROFILE), answer_uncertainty=1.0, low_margin_fraction=1.0,
-                 mid_layer_anomaly=1.0, attention_collapse_fraction=1.0)
-    assert risk_label(risk_score(worst, PROFILE), PROFILE) == "warning"
+    # (with the middle layer's state moving as a typical healthy run's does, or not measured at all)
+    for spread in (SPREAD_REFERENCE, math.nan):
+        worst = dict(risk_features(confused_run(), 0, PROFILE), answer_uncertainty=1.0, low_margin_fraction=1.0,
+                     mid_layer_anomaly=1.0, attention_collapse_fraction=1.0, hidden_norm_spread=spread)
+        assert risk_label(risk_score(worst, PROFILE), PROFILE) == "warning"
     factors = risk_factors(risk_features(confused_run(), 0, PROFILE), PROFILE)
     assert "uncertain_answer" in factors and "repetition_loop" not in factors
 
@@ -133,3 +143,49 @@ def test_factors_are_ordered_by_their_push():
     profile = load_profile("default", {"risk_factor_min_logit": 0.1})
     features = dict(risk_features(healthy_run(), 0, profile), mid_layer_anomaly=1.0, attention_collapse_fraction=0.5)
     assert risk_factors(features, profile) == ["mid_layer_anomaly", "attention_collapse"]
+
+
+def test_hidden_norm_spread_is_the_std_of_the_middle_layers_log_norm_over_the_first_eight_steps():
+    run = make_run(steps=12, layers=6)  # middle layer: 2
+    norms = np.array([50.0, 40.0, 44.0, 52.0, 47.0, 41.0, 49.0, 45.0, 4000.0, 0.1, 7.0, 9.0])
+    middle_layer_norms(run, norms)
+    run.hidden[0, :, 3, hidden_column("l2_norm")] = 1e4 * np.arange(1, 13)  # another layer never counts
+    expected = np.log(norms[:8]).std()
+    assert risk_features(run, 0, PROFILE)["hidden_norm_spread"] == pytest.approx(expected, rel=1e-6)
+    middle_layer_norms(run, np.full(12, 30.0))
+    assert risk_features(run, 0, PROFILE)["hidden_norm_spread"] == 0.0  # every step at the same norm
+
+
+def test_hidden_norm_spread_counts_valid_steps_only():
+    run = make_run(steps=12, layers=6)
+    middle_layer_norms(run, np.array([50.0, 40.0, 44.0, 52.0, 47.0, 41.0, 49.0, 45.0, 30.0, 60.0, 7.0, 9.0]))
+    run.valid[0, 5:] = False  # finished at step 4: five steps count
+    expected = np.log([50.0, 40.0, 44.0, 52.0, 47.0]).std()
+    assert risk_features(run, 0, PROFILE)["hidden_norm_spread"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["one step", "no layers", "hidden not captured"])
+def test_hidden_norm_spread_is_not_measured_without_two_steps_of_hidden_statistics(case):
+    run = make_run(steps=1 if case == "one step" else 12, layers=0 if case == "no layers" else 6)
+    if case == "hidden not captured":  # what a compiled forward leaves in the buffers
+        run.hidden[:] = np.nan
+    assert math.isnan(risk_features(run, 0, PROFILE)["hidden_norm_spread"])
+
+
+def test_a_feature_that_was_not_measured_moves_neither_the_score_nor_the_factors():
+    """A compiled forward captures no hidden state: the term drops out, as if the run were typical."""
+    for run in (healthy_run(), confused_run(), loop_run()):
+        features = risk_features(run, 0, PROFILE)
+        missing = dict(features, hidden_norm_spread=math.nan)
+        typical = dict(features, hidden_norm_spread=SPREAD_REFERENCE)
+        assert risk_score(missing, PROFILE) == risk_score(typical, PROFILE)
+        assert risk_factors(missing, PROFILE) == risk_factors(typical, PROFILE)
+    assert risk_score(dict(risk_features(healthy_run(), 0, PROFILE), hidden_norm_spread=math.nan), PROFILE) < 0.4
+
+
+def test_a_middle_layer_that_barely_moves_raises_the_risk_and_says_so():
+    features = risk_features(healthy_run(), 0, PROFILE)
+    moving, steady = dict(features, hidden_norm_spread=0.3), dict(features, hidden_norm_spread=0.0)
+    assert risk_score(steady, PROFILE) > risk_score(features, PROFILE) > risk_score(moving, PROFILE)
+    assert "steady_hidden_state" in risk_factors(steady, PROFILE)
+    assert risk_factors(moving, PROFILE) == []

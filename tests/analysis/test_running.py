@@ -133,3 +133,12 @@ def test_collapsed_head_counts_that_are_not_whole_heads_are_refused():
     health = RunningHealth(PROFILES["default"], 1, run.num_layers, run.num_heads, capacity=3)
     with pytest.raises(ValueError, match="whole numbers of heads"):
         health.add_step(step_rows(run, 0))
+
+
+@pytest.mark.parametrize("profile_name", ["default", "calibrated"])
+def test_a_run_without_hidden_statistics_equals_the_analysis(profile_name):
+    """A compiled forward leaves the hidden rows NaN: the spread is not measured, live and at the end."""
+    run = make_run(steps=20, sequences=2, layers=6)
+    run.hidden[:] = np.nan
+    run.valid[1, 9:] = False
+    assert_running_equals_analysis(run, PROFILES[profile_name])

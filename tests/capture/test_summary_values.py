@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from opentelemetry_instrumentation_corevital.analysis import risk_features
+from opentelemetry_instrumentation_corevital.profiles import load_profile
 from tests.conftest import VOCAB, build_llama, prompt_ids
 from tests.support.capture import assert_summaries_follow_beams, capture, entropy_bits, surprisal_bits
 
@@ -68,6 +70,21 @@ def test_hidden_statistics_match_output_hidden_states(models, name):
             got = summaries.hidden[0, step, layer, :4]
             np.testing.assert_allclose(got, torch.stack(expected).numpy(), rtol=1e-4, atol=1e-4)
     assert np.all(summaries.hidden_stat("nan_count") == 0)
+
+
+def test_hidden_norm_spread_reads_the_middle_layers_norms_as_transformers_reports_them(models):
+    """The risk feature is the std of log L2 of the middle decoder layer's newest state over the
+    first 8 steps, the prompt's last position included."""
+    model, middle = models["llama"], 1  # 3 decoder layers
+    ids = prompt_ids()
+    reference = model.generate(
+        ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, output_hidden_states=True,
+        return_dict_in_generate=True,
+    )
+    _, summaries, _ = capture(model, ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    norms = [states[middle + 1][0, -1].double().norm().item() for states in reference.hidden_states[:8]]
+    spread = risk_features(summaries, 0, load_profile("llama"))["hidden_norm_spread"]
+    assert spread == pytest.approx(np.log(norms).std(), rel=1e-4)
 
 
 def test_sdpa_attention_statistics_equal_eager_weights():

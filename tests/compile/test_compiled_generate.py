@@ -17,6 +17,9 @@ from transformers.generation.utils import GenerationMixin
 from transformers.modeling_utils import AttentionInterface
 from wrapt import ObjectProxy
 
+from opentelemetry_instrumentation_corevital.analysis import risk_score
+from opentelemetry_instrumentation_corevital.profiles import load_profile
+from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.conftest import build_llama, prompt_ids
 from tests.support.compile import LOGITS_ONLY, compilations
@@ -130,6 +133,24 @@ def test_logit_signals_equal_the_eager_runs(compiled, telemetry, instrument):
         assert attrs.CAPTURE_UNAVAILABLE_REASON not in eager_span.attributes
         for name in LOGIT_ATTRIBUTES:
             assert compiled_span.attributes[name] == pytest.approx(eager_span.attributes[name], abs=1e-3), name
+
+
+def test_what_compile_keeps_from_capture_is_not_read_as_risk(compiled, telemetry, instrument):
+    """No hidden state is captured under compile: the hidden-state risk term drops out (the run is
+    scored as if its state moved as a typical healthy run's), instead of pushing the score up."""
+    model, _ = compiled
+    instrument(capture_mode="full")
+    (batch, length), new_tokens = CALLS[0]
+    ids = prompt_ids(batch=batch, length=length, seed=length)
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
+    span = telemetry.only_span()
+    features = Report.from_span(span).sequences[0].analysis.features
+    assert features["hidden_norm_spread"] is None  # not measured
+    profile = load_profile(model.config.model_type)
+    reference = profile.risk_model.reference[profile.risk_model.features.index("hidden_norm_spread")]
+    typical = {**features, "hidden_norm_spread": reference}
+    assert span.attributes[attrs.RISK_SCORE] == pytest.approx(risk_score(typical, profile), abs=1e-12)
+    assert span.attributes[attrs.RISK_LABEL] != "critical"
 
 
 def test_time_to_first_token_is_recorded_under_compile(compiled, telemetry, instrument):

@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
 from opentelemetry_instrumentation_corevital.analysis import FACTOR_OF_FEATURE, risk_factors, risk_label, risk_score
+from opentelemetry_instrumentation_corevital.analysis.risk import FACTOR_BELOW_REFERENCE
 from opentelemetry_instrumentation_corevital.capture import stats
 from opentelemetry_instrumentation_corevital.config import Settings
 from opentelemetry_instrumentation_corevital.generate_call import GenerateCall, GenerateResult
@@ -42,7 +43,7 @@ def test_risk_model_stays_in_range_for_any_features(features, nonfinite_seen):
         factors = risk_factors(features, PROFILE)
     assert isinstance(score, float) and 0.0 <= score <= 1.0
     assert risk_label(score, PROFILE) in LABELS
-    assert set(factors) <= {*FACTOR_OF_FEATURE.values(), NAN_OR_INF}
+    assert set(factors) <= {*FACTOR_OF_FEATURE.values(), *FACTOR_BELOW_REFERENCE.values(), NAN_OR_INF}
     if nonfinite_seen:
         assert score == 1.0 and factors[0] == NAN_OR_INF
 

@@ -27,7 +27,8 @@ def make_run(
     attention: bool = False,
     num_heads: int = 12,
 ) -> RunSummaries:
-    """A healthy-looking run: distinct tokens, moderate entropy, L2 growing 5% per layer."""
+    """A healthy-looking run: distinct tokens, moderate entropy, L2 growing 5% per layer and
+    moving from step to step as a healthy model's does (log L2 spread about 0.2)."""
     n, s, l = sequences, steps, layers
     logits = np.zeros((n, s, len(LOGIT_STATS)), np.float32)
     logits[..., LOGIT_STATS.index("entropy")] = entropy
@@ -37,7 +38,7 @@ def make_run(
     logits[..., LOGIT_STATS.index("max_prob")] = 0.5
     hidden = np.zeros((n, s, l, len(HIDDEN_STATS)), np.float32)
     hidden[..., HIDDEN_STATS.index("std")] = 1.0
-    hidden[..., HIDDEN_STATS.index("l2_norm")] = 10.0 * 1.05 ** np.arange(l)
+    hidden[..., HIDDEN_STATS.index("l2_norm")] = 10.0 * 1.05 ** np.arange(l) * np.exp(0.3 * np.sin(np.arange(s)))[:, None]
     hidden[..., HIDDEN_STATS.index("max_abs")] = 3.0
     run = RunSummaries(
         logits=logits,

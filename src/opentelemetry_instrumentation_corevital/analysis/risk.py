@@ -4,6 +4,9 @@ Failure modes pull entropy in opposite directions (wrong answers: high entropy a
 surprisal; degenerate loops: abnormally low entropy plus repetition), so no single
 monotone signal can rank both. Each mode gets its own features and the profile's logistic
 weights combine them; calibration on labelled runs only replaces the numbers in the profile.
+Invariant: a feature that could not be measured (NaN: hidden-state statistics under a
+compiled forward, fewer steps than it needs) enters the model at its healthy reference, so
+it moves neither the score nor the factors.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ FACTOR_OF_FEATURE = {
     "answer_uncertainty": "uncertain_answer",
     "chosen_probability_mean": "overconfident",
     "confident_run_fraction": "overconfident",
+    "hidden_norm_spread": "unsteady_hidden_state",
 }
 
 # A fitted weight may be negative: on SmolLM2, unusually *low* entropy and surprisal mark
@@ -49,10 +53,17 @@ FACTOR_BELOW_REFERENCE = {
     "surprisal_mean": "low_surprisal",
     "confidence_mean": "low_confidence",
     "chosen_probability_mean": "low_confidence",
+    "hidden_norm_spread": "steady_hidden_state",
 }
 
 # Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
 FEATURE_LIMIT = 1e6
+
+# hidden_norm_spread reads the answer's first steps: how much the model's state moves while it
+# starts answering (evaluated over 8 on two models, docs/evaluation.md).
+NORM_SPREAD_STEPS = 8
+# L2 norms are logged from here up, so an all-zero state gives a finite (huge) spread
+NORM_FLOOR = 1e-12
 
 
 def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
@@ -85,8 +96,32 @@ def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
         "chosen_probability_mean": finite_mean(np.exp2(-np.maximum(view.logit("surprisal"), 0.0))),
         "confident_run_fraction": _long_run_fraction(max_prob > profile.confident_probability,
                                                      profile.low_entropy_min_run),
+        "hidden_norm_spread": hidden_norm_spread(view),
     }
     return {name: float(np.clip(value, -FEATURE_LIMIT, FEATURE_LIMIT)) for name, value in features.items()}
+
+
+def middle_layer(num_layers: int) -> int:
+    """The middle decoder layer (the lower of the two middle ones for an even count)."""
+    return (num_layers - 1) // 2
+
+
+def log_norm_spread(l2_norms: np.ndarray) -> float:
+    """Standard deviation of log max(L2, NORM_FLOOR) over the finite norms; NaN with fewer than 2."""
+    finite = l2_norms[np.isfinite(l2_norms)]
+    if finite.size < 2:
+        return math.nan
+    return float(np.log(np.maximum(finite, NORM_FLOOR)).std())
+
+
+def hidden_norm_spread(view: SequenceView) -> float:
+    """log_norm_spread of the middle layer's newest hidden state over the first NORM_SPREAD_STEPS
+    valid steps (step 0, the prompt's last position, included). Scale-free: a log, no threshold.
+    NaN where no hidden statistics were captured (no layers, a compiled forward's NaN rows)."""
+    if view.num_layers == 0:
+        return math.nan
+    steps = view.valid_steps[:NORM_SPREAD_STEPS]
+    return log_norm_spread(view.hidden_stat("l2_norm")[steps, middle_layer(view.num_layers)])
 
 
 def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = None) -> dict[str, float]:
@@ -95,18 +130,24 @@ def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = Non
     return risk_features_of(sequence_view(summaries, i), profile)
 
 
+def _model_input(value: float, reference: float) -> float:
+    """What the risk model reads for a feature: its reference where it was not measured (NaN),
+    else the value within +-FEATURE_LIMIT."""
+    return reference if math.isnan(value) else min(max(value, -FEATURE_LIMIT), FEATURE_LIMIT)
+
+
 def risk_logit(features: Mapping[str, float], profile: Profile) -> float:
     model = profile.risk_model
-    return model.bias + sum(w * features[name] for name, w in zip(model.features, model.weights))
+    return model.bias + sum(
+        w * _model_input(features[name], reference)
+        for name, w, reference in zip(model.features, model.weights, model.reference)
+    )
 
 
 def risk_score(features: Mapping[str, float], profile: Profile) -> float:
     if features.get(NAN_OR_INF):
         return 1.0
-    z = risk_logit(features, profile)
-    if math.isnan(z):  # a feature no one could measure is no evidence of health
-        return 1.0
-    z = min(max(z, -60.0), 60.0)
+    z = min(max(risk_logit(features, profile), -60.0), 60.0)
     return 1.0 / (1.0 + math.exp(-z))
 
 
@@ -119,7 +160,9 @@ def risk_factors(features: Mapping[str, float], profile: Profile) -> list[str]:
     model = profile.risk_model
     pushes: dict[str, float] = {}
     for name, weight, reference in zip(model.features, model.weights, model.reference):
-        delta = features[name] - reference
+        if math.isnan(features[name]):  # not measured: it explains nothing
+            continue
+        delta = _model_input(features[name], reference) - reference
         factor = FACTOR_OF_FEATURE[name] if delta >= 0 else FACTOR_BELOW_REFERENCE.get(name)
         if factor is not None:
             pushes[factor] = pushes.get(factor, 0.0) + weight * delta

@@ -2,12 +2,13 @@
 
 `RunningHealth.add_step` takes one decoding step of every sequence of a batch and updates
 running state (sums, counts, run lengths, trailing-window prefix sums, maxima, running medians,
-histograms, a bounded window of repetition keys), so a step costs the same at step 10 as at
-step 1000 and is numpy over the batch. Invariant: after steps 0..s, for every sequence valid
-at s, `features(i)` equals `risk_features_of(sequence_view(summaries, i, s), profile)`,
-`signals(i)` equals `early_warning_of(..., live=True).signals` and `nonfinite` the step's
-`nonfinite_steps`: every threshold decision exactly (the same float64 operations in the same
-order), the means of finite values within rounding (a running sum, not numpy's pairwise one).
+histograms, a bounded window of repetition keys, the middle layer's first few L2 norms), so a
+step costs the same at step 10 as at step 1000 and is numpy over the batch. Invariant: after
+steps 0..s, for every sequence valid at s, `features(i)` equals
+`risk_features_of(sequence_view(summaries, i, s), profile)`, `signals(i)` equals
+`early_warning_of(..., live=True).signals` and `nonfinite` the step's `nonfinite_steps`: every
+threshold decision exactly (the same float64 operations in the same order), the means of
+finite values within rounding (a running sum, not numpy's pairwise one).
 
 A sequence's steps are valid from step 0 until it finishes (the EOS step is its last), so all
 sequences valid at step s have s + 1 steps: the trailing windows of the batch line up.
@@ -24,7 +25,7 @@ import numpy as np
 from ..profiles import WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
-from .risk import FEATURE_LIMIT
+from .risk import FEATURE_LIMIT, NORM_SPREAD_STEPS, log_norm_spread, middle_layer
 from .sequence import per_count
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
@@ -282,6 +283,8 @@ class RunningHealth:
         middle_layers = range(self.middle.start, self.middle.stop)
         self.middle_l2_medians = [[_RunningMedian() for _ in middle_layers] for _ in range(n)]
         self.middle_l2_max = np.full((n, self.middle.stop - self.middle.start), -np.inf)
+        self.spread_l2 = np.full((n, NORM_SPREAD_STEPS), np.nan)  # middle layer's L2 at steps 0..NORM_SPREAD_STEPS-1
+        self.frozen_spread: np.ndarray | None = None  # hidden_norm_spread once every step it reads is in
         self.collapse_counts: np.ndarray | None = None  # [N, L, heads + 1] histogram of collapsed-head counts
         self.repetition: _Repetition | None = None
 
@@ -328,6 +331,8 @@ class RunningHealth:
         self.nonfinite[rows] = layer_nonfinite.any(axis=1) | logit_nonfinite
         self.any_nonfinite |= self.nonfinite
         self.middle_nonfinite[rows] |= layer_nonfinite[:, self.middle].any(axis=1)
+        if t < NORM_SPREAD_STEPS and self.num_layers:
+            self.spread_l2[rows, t] = hidden[:, middle_layer(self.num_layers), _L2]
         if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
             self.norm_window.add(rows, np.full(rows.size, np.nan))
             return
@@ -386,6 +391,18 @@ class RunningHealth:
         blamed = (observed >= 2) & (share >= self.profile.collapse_persistence)
         return blamed.sum(axis=1) / max(self.num_layers, 1)
 
+    def _norm_spread(self) -> np.ndarray:
+        if self.frozen_spread is not None:
+            return self.frozen_spread
+        spread = np.full(self.nonfinite.size, np.nan)
+        if self.num_layers:
+            seen = self.spread_l2[:, : min(self.steps, NORM_SPREAD_STEPS)]
+            for row in self.running.tolist():
+                spread[row] = log_norm_spread(seen[row])
+        if self.steps >= NORM_SPREAD_STEPS:
+            self.frozen_spread = spread
+        return spread
+
     def features(self) -> dict[int, dict[str, float]]:
         """Per sequence running at the newest step, the features risk_features_of gives for its steps so far."""
         steps = self.steps
@@ -413,6 +430,7 @@ class RunningHealth:
             "answer_uncertainty": 1.0 - self.answer_confidence.mean(default=1.0),
             "chosen_probability_mean": self.chosen_probability.mean(),
             "confident_run_fraction": self.confident_runs.fraction(steps),
+            "hidden_norm_spread": self._norm_spread(),
         }
         clipped = {name: np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT) for name, values in columns.items()}
         return {row: {name: float(values[row]) for name, values in clipped.items()} for row in self.running.tolist()}

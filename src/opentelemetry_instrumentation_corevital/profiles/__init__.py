@@ -3,12 +3,14 @@
 `default.json` holds every key and is safe by construction on a model never seen: every
 threshold is relative to the model's own behaviour within the call (its own layers, heads,
 steps and token periodicity), and its hand-set risk model can reach `critical` only on a
-loop or a NaN/Inf. An architecture file (`gpt2.json`, `llama.json`, ...) holds only the keys
-that differ for that architecture and is merged over the default. A profile file written by
-`corevital calibrate` (`load_profile_file`) is merged over the default instead of an
-architecture file. Caller overrides are merged last. Every value is validated, whichever
-layer it came from. `calibrated` says whether the risk model was fitted on the model's own
-generations (the shipped `llama` profile on SmolLM2, a calibrated file on the user's model).
+loop, a NaN/Inf, or an unsure answer during which the middle layer's state barely moves
+(`hidden_norm_spread`, a spread of logs, well below its reference). An architecture file
+(`gpt2.json`, `llama.json`, ...) holds only the keys that differ for that architecture and is
+merged over the default. A profile file written by `corevital calibrate` (`load_profile_file`)
+is merged over the default instead of an architecture file. Caller overrides are merged
+last. Every value is validated, whichever layer it came from. `calibrated` says whether the
+risk model was fitted on the model's own generations (the shipped `llama` profile on SmolLM2,
+a calibrated file on the user's model).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ RISK_FEATURE_NAMES = (
     "answer_uncertainty",
     "chosen_probability_mean",
     "confident_run_fraction",
+    "hidden_norm_spread",
 )
 
 WARNING_SIGNAL_NAMES = (
@@ -65,9 +68,9 @@ WARNING_SIGNAL_NAMES = (
 class RiskModel:
     """Logistic model: score = sigmoid(bias + sum(weights * features)).
 
-    `reference` holds typical feature values of a healthy run; it only serves to explain a
-    score (a factor is a feature whose weight * (value - reference) is large), never to
-    compute it.
+    `reference` holds typical feature values of a healthy run; it explains a score (a factor
+    is a feature whose weight * (value - reference) is large) and stands in for a feature that
+    could not be measured, which so moves the score neither way.
     """
 
     features: tuple[str, ...]
