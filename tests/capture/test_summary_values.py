@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from opentelemetry_instrumentation_corevital.analysis import risk_features
+from opentelemetry_instrumentation_corevital.capture.session import active_session
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from tests.conftest import VOCAB, build_llama, prompt_ids
 from tests.support.capture import assert_summaries_follow_beams, capture, entropy_bits, surprisal_bits
@@ -149,3 +151,38 @@ def test_repetition_cosine_is_one_for_an_exactly_repeating_state(models):
     assert np.isnan(cosine[0]).all()  # nothing earlier to compare step 0 with
     assert np.isfinite(cosine[1, 0]) and np.isnan(cosine[1, 1])
     assert np.nanmax(np.abs(cosine)) <= 1.0 + 1e-5
+
+
+class _FlushAt(StoppingCriteria):
+    """Flushes the pending logits where a live listener would, mid-block, and keeps the log-probs it reads."""
+
+    def __init__(self, steps):
+        self.steps, self.log_probs = steps, {}
+
+    def __call__(self, input_ids, scores, **kwargs):
+        session = active_session()
+        if session.step in self.steps:
+            session.buffers.flush_logits()
+            self.log_probs[session.step] = session.buffers.log_probs.clone()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+
+def test_a_block_flushed_mid_way_gives_the_same_values_and_the_current_log_probs(models):
+    """A reader that flushes the pending logits at some steps (a live listener does at every step)
+    sees the current step's log-probs, and the call's values stay those of transformers' logits."""
+    model, steps = models["llama"], 11
+    ids = prompt_ids(batch=2)
+    reference = model.generate(ids, max_new_tokens=steps, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    flush = _FlushAt({2, 3, 7})
+    pending_bytes = 4 * ids.shape[0] * VOCAB * 4
+    _, summaries, session = capture(
+        model, ids, pending_bytes, max_new_tokens=steps, do_sample=False, stopping_criteria=StoppingCriteriaList([flush])
+    )
+    assert session.buffers.logit_block_steps == 4 and sorted(flush.log_probs) == [2, 3, 7]
+    for step, log_probs in flush.log_probs.items():
+        torch.testing.assert_close(log_probs, torch.log_softmax(reference.logits[step].float(), -1))
+    width = reference.sequences.shape[1] - steps
+    for step, raw in enumerate(reference.logits):
+        tokens = reference.sequences[:, width + step]
+        np.testing.assert_allclose(summaries.logit("entropy")[:, step], entropy_bits(raw), atol=1e-3)
+        np.testing.assert_allclose(summaries.logit("surprisal")[:, step], surprisal_bits(raw, tokens), atol=1e-3)
