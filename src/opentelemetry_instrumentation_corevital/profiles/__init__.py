@@ -9,8 +9,8 @@ loop, a NaN/Inf, or an unsure answer during which the middle layer's state barel
 merged over the default. A profile file written by `corevital calibrate` (`load_profile_file`)
 is merged over the default instead of an architecture file. Caller overrides are merged
 last. Every value is validated, whichever layer it came from. `calibrated` says whether the
-risk model was fitted on the model's own generations (the shipped `llama` profile on SmolLM2,
-a calibrated file on the user's model).
+risk model was fitted on the model's own generations (a file written by `corevital calibrate`;
+no shipped profile is).
 """
 
 from __future__ import annotations
