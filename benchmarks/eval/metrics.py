@@ -37,3 +37,9 @@ def bootstrap(metric, *arrays: np.ndarray, resamples: int = 1000, seed: int = 0)
         return value, float("nan"), float("nan")
     low, high = np.percentile(draws, [2.5, 97.5])
     return float(value), float(low), float(high)
+
+
+def interval_text(triple) -> str:
+    """(value, low, high) from `bootstrap` as "0.812 [0.74, 0.88]"."""
+    value, low, high = triple
+    return f"{value:.3f} [{low:.2f}, {high:.2f}]"

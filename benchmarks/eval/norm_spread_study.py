@@ -23,7 +23,7 @@ from opentelemetry_instrumentation_corevital.analysis import risk_label, risk_sc
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
 from .dataset import build_items
-from .metrics import auroc
+from .metrics import auroc, interval_text
 from .models import MODELS
 from .transfer import PER_TEMPLATE, heldout_items, model_rows, summary
 
@@ -126,16 +126,11 @@ def markdown(results: dict) -> str:
             for which, r in by_set.items():
                 lines.append(
                     f"| {name} | {model} | {which} {r['rows']} ({r['failures']}: {r['loops']} / {r['wrong']}) "
-                    f"| {_ci(r['auroc'])} | {_ci(r['auroc_loops'])} | {_ci(r['auroc_wrong'])} "
-                    f"| {_ci(r['auroc_not_loops'])} | {r['healthy_any_flag']:.1%} of {r['healthy']} "
+                    f"| {interval_text(r['auroc'])} | {interval_text(r['auroc_loops'])} | {interval_text(r['auroc_wrong'])} "
+                    f"| {interval_text(r['auroc_not_loops'])} | {r['healthy_any_flag']:.1%} of {r['healthy']} "
                     f"| {r['healthy_critical']:.1%} | {r['healthy_warning_or_critical']:.1%} "
                     f"| {r['loops_critical']:.1%} | {r['wrong_warning_or_critical']:.1%} |")
     return "\n".join(lines) + "\n"
-
-
-def _ci(triple) -> str:
-    value, low, high = triple
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from opentelemetry_instrumentation_corevital.profiles import load_profile, load_
 from .dataset import HELDOUT, build_items
 from .fit import risk_model_of
 from .generation import generate_all
-from .metrics import auroc, bootstrap, ece, precision_recall
+from .metrics import auroc, bootstrap, ece, interval_text, precision_recall
 from .models import MODELS
 from .signals import rows_of
 
@@ -138,16 +138,11 @@ def markdown(results: dict) -> str:
                            ("calibrated_all_heldout", "(c) own calibrate profile, all 320 held-out items")):
         for model, r in results[setting].items():
             lines.append(
-                f"| {title} | {model} | {r['rows']} ({r['failures']}: {r['loops']} / {r['wrong']}) | {_ci(r['auroc'])} "
-                f"| {_ci(r['auroc_loops'])} | {_ci(r['auroc_wrong'])} | {_ci(r['ece'])} "
+                f"| {title} | {model} | {r['rows']} ({r['failures']}: {r['loops']} / {r['wrong']}) | {interval_text(r['auroc'])} "
+                f"| {interval_text(r['auroc_loops'])} | {interval_text(r['auroc_wrong'])} | {interval_text(r['ece'])} "
                 f"| {r['repetition_precision']:.2f} / {r['repetition_recall']:.2f} "
                 f"| {r['healthy_any_flag']:.1%} of {r['healthy']} | {r['healthy_critical']:.1%} |")
     return "\n".join(lines) + "\n"
-
-
-def _ci(triple) -> str:
-    value, low, high = triple
-    return f"{value:.3f} [{low:.2f}, {high:.2f}]"
 
 
 if __name__ == "__main__":
