@@ -1,11 +1,11 @@
-"""Two threads generating at once on one model whose `forward` was compiled: how often does
-Dynamo hit its recompile limit, with and without CoreVital?
+"""Two threads generating at once on one compiled model: how often does Dynamo hit its
+recompile limit, with and without CoreVital?
 
-    OMP_NUM_THREADS=1 python -m benchmarks.compiled_threads --rounds 300
-    OMP_NUM_THREADS=1 python -m benchmarks.compiled_threads --rounds 300 --instrumented
+    OMP_NUM_THREADS=1 python -m benchmarks.compiled_threads --rounds 300 [--compile module]
+    OMP_NUM_THREADS=1 python -m benchmarks.compiled_threads --rounds 300 --instrumented [--compile module]
 
 A 2-layer Llama from tests/ (fixed seed) gets `model.forward = torch.compile(model.forward,
-fullgraph=True)`; three calls (batch 1 and 2, different prompt lengths and max_new_tokens) compile
+fullgraph=True)` (`--compile module`: `model.compile(fullgraph=True)`); three calls (batch 1 and 2, different prompt lengths and max_new_tokens) compile
 every variant, instrumented too when asked; then each round starts two threads behind a barrier
 that generate at once. Prints the rounds whose calls raised, and the versions. With
 `TORCH_LOGS=recompiles` Dynamo prints why it recompiled.
@@ -55,10 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--instrumented", action="store_true", help="CoreVital (summary mode) on every call")
+    parser.add_argument("--compile", choices=("forward", "module"), default="forward")
     args = parser.parse_args()
 
     model = build_llama(layers=2)
-    model.forward = torch.compile(model.forward, fullgraph=True)
+    if args.compile == "module":
+        model.compile(fullgraph=True)
+    else:
+        model.forward = torch.compile(model.forward, fullgraph=True)
     for index in range(len(CALLS)):
         generate(model, index)
     if args.instrumented:
@@ -74,7 +78,7 @@ def main() -> None:
         if errors := one_round(model):
             failed[round_index] = errors
     print(json.dumps({
-        "instrumented": args.instrumented, "rounds": args.rounds, "rounds_failed": len(failed), "failures": failed,
+        "instrumented": args.instrumented, "compile": args.compile, "rounds": args.rounds, "rounds_failed": len(failed), "failures": failed,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
     }))
 
