@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from opentelemetry_instrumentation_corevital.profiles import RISK_FEATURE_NAMES, load_profile
+    from opentelemetry_instrumentation_corevital.analysis.calibration import CALIBRATION_FEATURES
+    from opentelemetry_instrumentation_corevital.profiles import load_profile
 
     from .dataset import build_items, smoke_items
     from .fit import risk_model_of
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = rows_of(items, generations, shipped)
     for row in rows:
         row["risk_score_before"] = row["risk_score"]
-    risk_model = risk_model_of([r for r in rows if r["split"] == "fit"], RISK_FEATURE_NAMES)
+    # fitted on the features `corevital calibrate` fits (the hidden-state spread stays hand-set)
+    risk_model = risk_model_of([r for r in rows if r["split"] == "fit"], CALIBRATION_FEATURES)
     rescore(rows, items, generations, load_profile(model_type, {"risk_model": risk_model}))
     results = evaluate(rows, resamples=args.bootstrap)
     results["risk_model"] = risk_model
