@@ -53,6 +53,13 @@ PRESETS = {
                     num_key_value_heads=4, vocab_size=32000),
         device="cpu", dtype=torch.float32, prompts=[128], batches=[1, 4], new_tokens=64,
     ),
+    # 32 narrow layers and a small vocabulary: generate is bound by the host's Python and dispatch,
+    # as an 8B model's eager decoding is on a GPU, so CoreVital's per-layer host cost shows here
+    "cpu-deep": dict(
+        config=dict(num_hidden_layers=32, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                    num_key_value_heads=2, vocab_size=4096),
+        device="cpu", dtype=torch.float32, prompts=[128], batches=[1], new_tokens=64,
+    ),
     "llama3-1b": dict(
         config=dict(num_hidden_layers=16, hidden_size=2048, intermediate_size=8192, num_attention_heads=32,
                     num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, tie_word_embeddings=True),
