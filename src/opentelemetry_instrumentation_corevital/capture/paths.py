@@ -66,12 +66,10 @@ def _surprisal(host: HostSummaries, paths: np.ndarray, steps: int, tokens: np.nd
     return out
 
 
-def collapsed_head_counts(heads: np.ndarray | None, t_idx, r_idx, options) -> np.ndarray | None:
-    """float32 [..., L]: heads whose entropy is under the profile's collapse threshold (NaN where
-    the step's attention was not observed); the `collapsed_heads` column of attention_summaries."""
-    if heads is None:
-        return None
-    entropy = heads[t_idx, :, 0, r_idx]  # [..., L, H]
+def collapsed_head_counts(entropy: np.ndarray, options) -> np.ndarray:
+    """Per-head attention entropy [..., H] -> float32 [...]: heads under the profile's collapse
+    threshold (NaN where the step's attention was not observed); the `collapsed_heads` column of
+    attention_summaries."""
     with np.errstate(invalid="ignore"):
         collapsed = (entropy < options.collapsed_head_entropy_bits).sum(-1).astype(np.float32)
     return np.where(np.isnan(entropy).all(-1), np.float32(np.nan), collapsed)
@@ -92,7 +90,7 @@ def attention_summaries(heads: np.ndarray | None, t_idx, r_idx, options) -> np.n
             "entropy_max": np.nanmax(entropy, -1),
             "concentration_min": np.nanmin(concentration, -1),
             "concentration_max": np.nanmax(concentration, -1),
-            "collapsed_heads": collapsed_head_counts(heads, t_idx, r_idx, options),
+            "collapsed_heads": collapsed_head_counts(entropy, options),
             "focused_heads": np.where(missing, np.nan, focused),
         }
     return np.stack([columns[name] for name in ATTENTION_STATS], axis=-1).astype(np.float32)

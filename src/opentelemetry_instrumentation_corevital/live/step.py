@@ -166,12 +166,14 @@ class StepComputer:
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
         t_idx, r_idx = np.full((rows, 1), t), np.arange(rows)[:, None]
-        collapsed = collapsed_head_counts(arrays.get("heads"), t_idx, r_idx, self.session.options)
+        heads = arrays.get("heads")  # [F, L, 2, R, H]
         return StepRows(
             token_ids=tokens,
             valid=valid,
             logits=logits,
             hidden=arrays["hidden"][t].transpose(1, 0, 2),
-            collapsed_heads=None if collapsed is None else collapsed[:, 0],
+            collapsed_heads=None if heads is None else collapsed_head_counts(
+                heads[t, :, 0].transpose(1, 0, 2), self.session.options
+            ),
             repetition_cosine=repetition_by_lag(arrays["cosine"], t_idx, r_idx)[:, 0],
         )
