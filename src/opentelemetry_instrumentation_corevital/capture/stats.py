@@ -13,8 +13,9 @@ LN2 = math.log(2.0)  # nats -> bits
 TOP_K_MASS = 10
 
 
-def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
-    return torch.special.entr(probs).sum(-1) / LN2
+def entropy_bits(probs: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """Shannon entropy in bits over the last dimension; `in_place` leaves the terms in `probs`."""
+    return torch.special.entr(probs, out=probs if in_place else None).sum(-1) / LN2
 
 
 def chosen_surprisal_bits(
@@ -69,8 +70,7 @@ def logit_stats(
     probs = torch.exp(log_probs, out=logits) if overwrite else log_probs.exp()
     top = top_values(probs, TOP_K_MASS)
     second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
-    entropy = torch.special.entr(probs, out=probs if overwrite else None).sum(-1) / LN2
-    columns = (entropy, top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
+    columns = (entropy_bits(probs, in_place=overwrite), top[:, 0] - second, top.sum(-1), top[:, 0], nonfinite[0], nonfinite[1])
     stats = torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
     return stats, log_probs
 
