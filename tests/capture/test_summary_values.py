@@ -55,23 +55,60 @@ def test_sampling_statistics_ignore_temperature_and_top_k(models):
     assert summaries.logit("entropy").min() > 1.5  # processed scores would give at most 1 bit (top-2)
 
 
+def _layer_block_bytes(model, rows: int, steps: int) -> int:
+    """A pending budget that holds `steps` steps of a float32 model's layer states (capture.buffers' sizing)."""
+    config = model.config.get_text_config()
+    layers = getattr(config, "num_decoder_layers", None) or config.num_hidden_layers
+    return steps * layers * rows * config.hidden_size * (4 + 8)
+
+
+class _LayerOutputs:
+    """The newest position of every decoder layer's output at every forward, as the model computed it."""
+
+    def __init__(self, layers):
+        self.rows = [[] for _ in layers]
+        self._handles = [layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)]
+
+    def _hook(self, index):
+        def keep(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            self.rows[index].append(hidden[:, -1].detach().double().clone())
+        return keep
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("pending_steps", [1, 4], ids=["each step", "blocks of 4 steps"])
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
-def test_hidden_statistics_match_output_hidden_states(models, name):
-    model = models[name]
-    ids = prompt_ids()
-    reference = model.generate(
-        ids, max_new_tokens=STEPS, do_sample=False, output_hidden_states=True, return_dict_in_generate=True
-    )
-    _, summaries, _ = capture(model, ids, max_new_tokens=STEPS, do_sample=False)
-    layers = summaries.num_layers
-    for step, states in enumerate(reference.hidden_states):
-        # states[0] is the embedding output; the last entry has the final norm applied, so skip it
-        for layer in range(layers - 1):
-            row = states[layer + 1][0, -1].double()
-            expected = [row.mean(), row.std(unbiased=False), row.norm(), row.abs().max()]
-            got = summaries.hidden[0, step, layer, :4]
-            np.testing.assert_allclose(got, torch.stack(expected).numpy(), rtol=1e-4, atol=1e-4)
+def test_hidden_statistics_and_repetition_cosine_match_the_layers_outputs(models, name, pending_steps):
+    """Every layer's newest state summarised per step or in blocks (11 steps: the last block is
+    partial), and the last layer's cosine with each of the states before it, lag by lag."""
+    model, steps = models[name], 11
+    ids = prompt_ids(batch=2)
+    layers = model.transformer.h if name == "gpt2" else model.model.layers
+    outputs = _LayerOutputs(layers)
+    try:
+        reference = model.generate(ids, max_new_tokens=steps, do_sample=False)
+    finally:
+        outputs.remove()
+    budget = _layer_block_bytes(model, ids.shape[0], pending_steps)
+    output, summaries, session = capture(model, ids, budget, max_new_tokens=steps, do_sample=False)
+    assert torch.equal(output, reference)
+    assert session.buffers.layer_block_steps == pending_steps
+    for layer, rows in enumerate(outputs.rows):
+        for step, row in enumerate(rows):
+            expected = torch.stack([row.mean(-1), row.std(-1, unbiased=False), row.norm(dim=-1), row.abs().amax(-1)], -1)
+            np.testing.assert_allclose(summaries.hidden[:, step, layer, :4], expected.numpy(), rtol=1e-4, atol=1e-4)
     assert np.all(summaries.hidden_stat("nan_count") == 0)
+    last = torch.stack(outputs.rows[-1])  # [S, R, D]
+    unit = last / last.norm(dim=-1, keepdim=True)
+    for step in range(steps):
+        for lag in range(1, step + 1):
+            expected = (unit[step] * unit[step - lag]).sum(-1).numpy()
+            np.testing.assert_allclose(summaries.repetition_cosine[:, step, lag - 1], expected, atol=1e-5)
+        assert np.isnan(summaries.repetition_cosine[:, step, step:]).all()
 
 
 def test_hidden_norm_spread_reads_the_middle_layers_norms_as_transformers_reports_them(models):
@@ -162,7 +199,7 @@ class _FlushAt(StoppingCriteria):
     def __call__(self, input_ids, scores, **kwargs):
         session = active_session()
         if session.step in self.steps:
-            session.buffers.flush_logits()
+            session.buffers.flush()
             self.log_probs[session.step] = session.buffers.log_probs.clone()
         return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
@@ -174,11 +211,16 @@ def test_a_block_flushed_mid_way_gives_the_same_values_and_the_current_log_probs
     ids = prompt_ids(batch=2)
     reference = model.generate(ids, max_new_tokens=steps, do_sample=False, output_logits=True, return_dict_in_generate=True)
     flush = _FlushAt({2, 3, 7})
-    pending_bytes = 4 * ids.shape[0] * VOCAB * 4
+    pending_bytes = _layer_block_bytes(model, ids.shape[0], 4)
     _, summaries, session = capture(
         model, ids, pending_bytes, max_new_tokens=steps, do_sample=False, stopping_criteria=StoppingCriteriaList([flush])
     )
-    assert session.buffers.logit_block_steps == 4 and sorted(flush.log_probs) == [2, 3, 7]
+    assert pending_bytes // (ids.shape[0] * VOCAB * 4) == 9
+    assert session.buffers.logit_block_steps == 9 and session.buffers.layer_block_steps == 4
+    assert sorted(flush.log_probs) == [2, 3, 7]
+    plain = capture(model, ids, 0, max_new_tokens=steps, do_sample=False)[1]  # every step summarised at once
+    np.testing.assert_allclose(summaries.hidden, plain.hidden, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(summaries.repetition_cosine, plain.repetition_cosine, atol=1e-6)
     for step, log_probs in flush.log_probs.items():
         torch.testing.assert_close(log_probs, torch.log_softmax(reference.logits[step].float(), -1))
     width = reference.sequences.shape[1] - steps

@@ -12,15 +12,15 @@ from opentelemetry_instrumentation_corevital.capture.session import CaptureOptio
 from opentelemetry_instrumentation_corevital.capture.standalone import eos_token_ids_of
 
 
-def capture(model, inputs, pending_logits_bytes=None, **generate_kwargs):
-    """Returns (generate output, RunSummaries, session); `pending_logits_bytes` as in CaptureOptions."""
+def capture(model, inputs, pending_bytes=None, **generate_kwargs):
+    """Returns (generate output, RunSummaries, session); `pending_bytes` as in CaptureOptions."""
     eos = generate_kwargs.get("eos_token_id")
     eos = {eos} if eos is not None else eos_token_ids_of(model)
     options = CaptureOptions(
         max_steps=generate_kwargs.get("max_new_tokens", 20),
         num_beams=generate_kwargs.get("num_beams", 1),
         eos_token_ids=tuple(sorted(eos)),
-        pending_logits_bytes=pending_logits_bytes,
+        pending_bytes=pending_bytes,
     )
     session = CaptureSession(model, options)
     try:

@@ -4,9 +4,11 @@ Sized by steps x layers x rows x a few statistics, never by prompt length or hid
 times steps. Writes are asynchronous tensor ops: nothing here waits for the device.
 
 Without beams, the logits of a few consecutive steps wait in a pending block (at most
-`PENDING_LOGITS_SHARE` of the model's weights) and are summarised together, in one set of
-launches for the block instead of one per step: a step then costs one copy. Anyone who reads the
-logit statistics or `log_probs` before the end of the call calls `flush_logits()` first.
+`PENDING_SHARE` of the model's weights), and so do the layers' newest hidden states: each
+block is summarised together, in one set of launches for the block instead of one per step,
+so a step costs one copy into each. Anyone who reads the statistics or `log_probs` before the
+end of the call calls `flush()` first. With beams, rows are reordered between steps: every step
+is summarised at once (blocks of one step).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from . import hashing, stats
 from .layout import ModelLayout
 
 REPETITION_LAGS = 32
-# the pending logits' share of the model's weights; summarising them takes as much again
-PENDING_LOGITS_SHARE = 2.5e-3
+# each pending block's share of the model's weights (at least PENDING_FLOOR_BYTES); summarising
+# it takes as much again
+PENDING_SHARE = 2.5e-3
+PENDING_FLOOR_BYTES = 1 << 20
 MAX_PENDING_STEPS = 16
 # an extra forward may run before generate notices it has finished (deferred stop checks)
 _EXTRA_STEPS = 2
@@ -43,16 +47,20 @@ class HostSummaries:
     hidden: np.ndarray  # [F, L, R, len(HIDDEN_STATS)]
     heads: np.ndarray | None  # [F, L, 2, R, H]
     cross_heads: np.ndarray | None
-    cosine_by_slot: np.ndarray  # [F, R, K]
+    repetition_cosine: np.ndarray  # [F, R, K]: cosine of the last layer's state with the one k + 1 steps back
     row_hashes: np.ndarray | None  # [F, R], beam search only
     eos_log_probs: np.ndarray | None  # [F, R, E], beam search only: a beam ending in EOS leaves the rows
     eos_token_ids: tuple[int, ...] = ()
 
 
-def pending_logits_bytes(model: torch.nn.Module) -> int:
-    """How many bytes of pending logit rows a call on `model` may hold."""
+def pending_bytes(model: torch.nn.Module) -> int:
+    """How many bytes each pending block (logits, layer states) of a call on `model` may hold."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return int(weights * PENDING_LOGITS_SHARE)
+    return max(int(weights * PENDING_SHARE), PENDING_FLOOR_BYTES)
+
+
+def _block_steps(budget: int, step_bytes: int, max_steps: int) -> int:
+    return max(1, min(budget // max(1, step_bytes), MAX_PENDING_STEPS, max_steps))
 
 
 class StepBuffers:
@@ -71,15 +79,20 @@ class StepBuffers:
         self.heads: torch.Tensor | None = None
         self.cross_heads: torch.Tensor | None = None
         self.hidden_rows: list = [None] * self.num_layers
-        self.ring: torch.Tensor | None = None
+        # unit last-layer states of the REPETITION_LAGS steps before the pending layer block, oldest first
+        self.recent_states: torch.Tensor | None = None
         self.log_probs: torch.Tensor | None = None  # [R, V] of step `log_probs_step`
         self.log_probs_step = -1
-        # beams reorder rows between steps, so their logits are summarised at once
+        # beams reorder rows between steps, so each of their steps is summarised at once
         self._pending_bytes = pending_bytes if options.num_beams == 1 else 0
         self._pending: torch.Tensor | None = None  # [K, R, V] logits of steps not summarised yet
         self._pending_first = 0
         self._pending_count = 0
         self._pending_tokens: dict[int, torch.Tensor] = {}  # step -> the tokens chosen at it [R]
+        self._pending_layers: torch.Tensor | None = None  # [K, L, R, D] newest states of steps not summarised yet
+        self._layers_first = 0
+        self._layers_count = 0
+        self._lag_index: dict[int, torch.Tensor] = {}  # block length -> where each lag sits in the block's Gram matrix
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
         self.row_hashes = None
@@ -133,7 +146,7 @@ class StepBuffers:
         """The logits generate samples from at `step` ([R, V]): summarise them now, or keep them
         with the pending steps when they follow those and a block of them fits the budget."""
         if self._pending is None and self._pending_bytes:
-            steps = min(self._pending_bytes // (logits.numel() * 4), MAX_PENDING_STEPS, self.max_steps)
+            steps = _block_steps(self._pending_bytes, logits.numel() * 4, self.max_steps)
             if steps > 1:
                 self._pending = torch.empty((steps, *logits.shape), dtype=torch.float32, device=logits.device)
             else:
@@ -157,6 +170,16 @@ class StepBuffers:
     def logit_block_steps(self) -> int:
         """How many steps' logits are summarised together (1: each at its own step)."""
         return 1 if self._pending is None else int(self._pending.shape[0])
+
+    @property
+    def layer_block_steps(self) -> int:
+        """How many steps' layer states are summarised together (1: each at its own step)."""
+        return 1 if self._pending_layers is None else int(self._pending_layers.shape[0])
+
+    def flush(self) -> None:
+        """Summarise everything pending: after it every buffer holds every recorded step."""
+        self.flush_logits()
+        self.flush_layers()
 
     def flush_logits(self) -> None:
         """Summarise the pending steps' logits: their statistics, the surprisal of every pending
@@ -184,20 +207,52 @@ class StepBuffers:
         self.log_probs_step = first + count - 1
 
     def record_layers(self, step: int) -> None:
-        """Every layer ran: summarise the layers' rows, attention and repetition."""
+        """Every layer ran: reduce this step's attention, and add the layers' newest states to the pending block."""
         if self.pending_attention:
             self._reduce_pending_attention(step)
         if any(row is None for row in self.hidden_rows):
             return
-        rows = torch.stack(self.hidden_rows)[:, :, -1, :]
+        if self._layers_count and step != self._layers_first + self._layers_count:
+            self.flush_layers()
+        if self._pending_layers is None:
+            reference = self.hidden_rows[-1]  # [R, 1, D]
+            # the block, then its float copy and the reduction's temporaries
+            step_bytes = self.num_layers * reference.numel() * (reference.element_size() + 8)
+            steps = _block_steps(self._pending_bytes, step_bytes, self.max_steps)
+            shape = (steps, self.num_layers, self.rows, reference.shape[-1])
+            self._pending_layers = torch.empty(shape, dtype=reference.dtype, device=reference.device)
+        if not self._layers_count:
+            self._layers_first = step
+        slot = self._pending_layers[self._layers_count]
+        torch.stack(self.hidden_rows, out=slot.view(self.num_layers, self.rows, 1, -1))
         self.hidden_rows = [None] * self.num_layers
-        self.hidden[step] = stats.hidden_stats(rows)
-        last = rows[-1].float()
-        unit = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)
-        if self.ring is None:
-            self.ring = torch.zeros((REPETITION_LAGS, *unit.shape), device=unit.device)
-        self.cosine[step] = torch.einsum("krd,rd->rk", self.ring, unit)
-        self.ring[step % REPETITION_LAGS] = unit
+        self._layers_count += 1
+        if self._layers_count == self._pending_layers.shape[0]:
+            self.flush_layers()
+
+    def flush_layers(self) -> None:
+        """Summarise the pending steps' layer states: per-layer statistics, and the cosine of each
+        step's last-layer state with those of the REPETITION_LAGS steps before it (one Gram
+        matrix of the block against the block and the steps before it)."""
+        count, self._layers_count = self._layers_count, 0
+        if not count:
+            return
+        first = self._layers_first
+        block = self._pending_layers[:count]  # [C, L, R, D]
+        stats.hidden_stats(block, out=self.hidden[first : first + count])
+        last = block[:, -1].float()
+        units = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)  # [C, R, D]
+        if self.recent_states is None:
+            self.recent_states = torch.zeros((REPETITION_LAGS, *units.shape[1:]), device=units.device)
+        states = torch.cat((self.recent_states, units))  # [LAGS + C, R, D], oldest first
+        gram = torch.einsum("crd,srd->crs", units, states)
+        index = self._lag_index.get(count)
+        if index is None:
+            steps = torch.arange(count, device=units.device)[:, None]
+            lags = torch.arange(1, REPETITION_LAGS + 1, device=units.device)[None, :]
+            index = self._lag_index[count] = (REPETITION_LAGS + steps - lags)[:, None, :]  # [C, 1, LAGS]
+        torch.gather(gram, 2, index.expand(count, self.rows, REPETITION_LAGS), out=self.cosine[first : first + count])
+        self.recent_states = states[-REPETITION_LAGS:]
 
     def record_chosen_tokens(self, step: int, tokens: torch.Tensor, parents: torch.Tensor | None) -> None:
         """At the start of `step`, the token chosen at `step - 1` is the rows' newest input."""
@@ -209,8 +264,8 @@ class StepBuffers:
         if parents is not None:
             parents = parents.to(self.device)
             log_probs = log_probs.index_select(0, parents)
-            if self.ring is not None:
-                self.ring = self.ring.index_select(1, parents)
+            if self.recent_states is not None:
+                self.recent_states = self.recent_states.index_select(1, parents)
         if log_probs is not None:
             stats.chosen_surprisal_bits(log_probs, tokens, out=self.surprisal[step - 1])
         if self.row_hashes is not None:
@@ -221,7 +276,7 @@ class StepBuffers:
 
     def to_host(self, forwards: int, sequences: torch.Tensor) -> HostSummaries:
         forwards = min(forwards, self.max_steps)
-        self.flush_logits()
+        self.flush()
         last_token_log_probs = None
         if self.log_probs is not None:
             last_tokens = sequences[:, -1].to(self.device).long()
@@ -240,7 +295,7 @@ class StepBuffers:
             hidden=host(self.hidden),
             heads=host(self.heads),
             cross_heads=host(self.cross_heads),
-            cosine_by_slot=host(self.cosine),
+            repetition_cosine=host(self.cosine),
             row_hashes=host(self.row_hashes),
             eos_log_probs=host(self.eos_log_probs),
             eos_token_ids=self.eos_token_ids,

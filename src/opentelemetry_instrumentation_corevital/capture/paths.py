@@ -96,13 +96,11 @@ def attention_summaries(heads: np.ndarray | None, t_idx, r_idx, options) -> np.n
     return np.stack([columns[name] for name in ATTENTION_STATS], axis=-1).astype(np.float32)
 
 
-def repetition_by_lag(cosine_by_slot: np.ndarray, t_idx, r_idx) -> np.ndarray:
+def repetition_by_lag(repetition_cosine: np.ndarray, t_idx, r_idx) -> np.ndarray:
     """float32 [..., K]: the cosine between the state at step t and the one at step t-1-k (NaN
-    before step 0). The device buffer keeps the comparison with step e in slot e % K."""
-    by_slot = cosine_by_slot[t_idx, r_idx]  # [..., K]
-    lags = by_slot.shape[-1]
-    earlier = np.asarray(t_idx)[..., None] - 1 - np.arange(lags)  # the step compared with
-    by_lag = np.take_along_axis(by_slot, np.broadcast_to(np.mod(earlier, lags), by_slot.shape), axis=-1)
+    before step 0)."""
+    by_lag = repetition_cosine[t_idx, r_idx]  # [..., K]
+    earlier = np.asarray(t_idx)[..., None] - 1 - np.arange(by_lag.shape[-1])  # the step compared with
     return np.where(earlier >= 0, by_lag, np.nan).astype(np.float32)
 
 
@@ -140,7 +138,7 @@ def resolve_paths(
         hidden=host.hidden[t_idx, :, paths],
         attention=attention_summaries(host.heads, t_idx, paths, options),
         cross_attention=attention_summaries(host.cross_heads, t_idx, paths, options),
-        repetition_cosine=repetition_by_lag(host.cosine_by_slot, t_idx, paths),
+        repetition_cosine=repetition_by_lag(host.repetition_cosine, t_idx, paths),
         num_heads=num_heads,
         model_type=model_type,
         attention_unavailable_reason=attention_unavailable_reason,

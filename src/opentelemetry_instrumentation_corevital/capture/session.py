@@ -31,7 +31,7 @@ import torch
 
 from ..summaries import RunSummaries
 from . import stats
-from .buffers import HostSummaries, StepBuffers, pending_logits_bytes
+from .buffers import HostSummaries, StepBuffers, pending_bytes
 from .clock import FirstTokenClock
 from .compiled import auto_compiled_forward, compiled_forward, model_device
 from .hashing import parents_from_full_rows
@@ -91,8 +91,9 @@ class CaptureOptions:
     input_batch: int = 1
     collapsed_head_entropy_bits: float = 0.1
     focused_head_concentration: float = 0.9
-    # bytes of logits that may wait to be summarised together; None: a share of the model's weights
-    pending_logits_bytes: int | None = None
+    # bytes of logits, and of layer states, that may wait to be summarised together; None: a
+    # share of the model's weights
+    pending_bytes: int | None = None
 
 
 class CaptureFault(Exception):
@@ -265,9 +266,9 @@ class CaptureSession:
     def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
         """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
         if self.step == 0:
-            pending = self.options.pending_logits_bytes
+            pending = self.options.pending_bytes
             if pending is None:
-                pending = pending_logits_bytes(self.model)
+                pending = pending_bytes(self.model)
             self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids, pending_bytes=pending)
             self._prompt_ids = ids
             if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:

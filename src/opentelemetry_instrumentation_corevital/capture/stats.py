@@ -75,21 +75,19 @@ def logit_stats(
     return stats, log_probs
 
 
-def hidden_stats(rows: torch.Tensor) -> torch.Tensor:
-    """Newest-position hidden states [L, R, D] -> [L, R, 6] (HIDDEN_STATS order)."""
+def hidden_stats(rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Newest-position hidden states [..., D] -> [..., 6] (HIDDEN_STATS order), into `out` if given."""
     x = rows.float()
     std, mean = torch.std_mean(x, dim=-1, correction=0)
-    return torch.stack(
-        (
-            mean,
-            std,
-            torch.linalg.vector_norm(x, dim=-1),
-            x.abs().amax(-1),
-            torch.isnan(x).sum(-1).float(),
-            torch.isinf(x).sum(-1).float(),
-        ),
-        dim=-1,
+    columns = (
+        mean,
+        std,
+        torch.linalg.vector_norm(x, dim=-1),
+        x.abs().amax(-1),
+        torch.isnan(x).sum(-1, dtype=torch.float32),
+        torch.isinf(x).sum(-1, dtype=torch.float32),
     )
+    return torch.stack(columns, dim=-1, out=out) if out is not None else torch.stack(columns, dim=-1)
 
 
 def head_stats(weights: torch.Tensor) -> torch.Tensor:

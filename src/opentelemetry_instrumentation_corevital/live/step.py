@@ -64,7 +64,7 @@ class _HostMirror:
         self.tokens_filled = 0
 
     def extend(self, buffers, step: int, input_ids: torch.Tensor) -> None:
-        buffers.flush_logits()
+        buffers.flush()
         pieces, targets = [], []
         for name in _MIRRORED:
             tensor = getattr(buffers, name)
