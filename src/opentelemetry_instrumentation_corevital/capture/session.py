@@ -116,8 +116,7 @@ class _FaultGuard:
     def __exit__(self, exc_type, exc, traceback) -> bool:
         if exc_type is None or not issubclass(exc_type, Exception):
             return False
-        if self.session.fault is None:
-            self.session.fault = (self.stage, exc)
+        self.session.record_fault(self.stage, exc)
         return True
 
 
@@ -134,6 +133,9 @@ class CaptureSession:
         # why some signals are missing for the whole call (a compiled forward)
         self.unavailable_reason: str | None = None
         self._probing_forward = False
+        # set by the forward pre-hook: the layers' states, and their attention, are recorded at this step
+        self._recording_layers = False
+        self._recording_attention = False
         self._loop_turns = 0
         self._handles: list = []
         self._restore: list = []
@@ -215,7 +217,7 @@ class CaptureSession:
         self._held.append(patch)
 
     def _remove_forward_probes(self) -> None:
-        self._probing_forward = False
+        self._probing_forward = self._recording_layers = self._recording_attention = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -244,6 +246,12 @@ class CaptureSession:
     def _guard(self, stage: str) -> "_FaultGuard":
         return _FaultGuard(self, stage)
 
+    def record_fault(self, stage: str, exc: BaseException) -> None:
+        """The first fault ends the capture: probes stop recording at once."""
+        self._recording_layers = self._recording_attention = False
+        if self.fault is None:
+            self.fault = (stage, exc)
+
     # -- probes ----------------------------------------------------------------
 
     # kwargs default to None: while another thread registers or removes its session's hooks on a
@@ -255,6 +263,7 @@ class CaptureSession:
         if torch.compiler.is_compiling() or not self._owns_call():
             return
         self.step += 1
+        self._recording_layers = self._recording_attention = False
         if not self.capturing:
             return
         with self._guard("step"):
@@ -262,6 +271,8 @@ class CaptureSession:
             if self.step == 0:
                 self._prefill_kwargs = kwargs
             self._begin_step(ids, kwargs.get("attention_mask"))
+            self._recording_layers = self.buffers.in_range(self.step)
+            self._recording_attention = self._recording_layers and not self.step % self.options.attention_stride
 
     def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
         """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
@@ -316,17 +327,17 @@ class CaptureSession:
             self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
     def _on_layer_output(self, index, module, args, kwargs, output=None):
-        if torch.compiler.is_compiling() or not self._owns_call():
+        # every layer at every step: a flag, then the owner, and a reference kept (no guard object)
+        if torch.compiler.is_compiling() or not self._recording_layers or not self._owns_call():
             return
-        if not (self.capturing and self.buffers.in_range(self.step)):
-            return
-        with self._guard("hidden"):
-            hidden = output[0] if isinstance(output, (tuple, list)) else output
-            self.buffers.record_hidden_output(index, hidden)
+        try:
+            self.buffers.record_hidden_output(index, output[0] if isinstance(output, (tuple, list)) else output)
+        except Exception as exc:
+            self.record_fault("hidden", exc)
         if self.prompt is not None and self.step == 0:
             with self._guard("prompt"):
                 layer_input = args[0] if args else kwargs.get("hidden_states")
-                self.prompt.observe_layer(index, layer_input, hidden)
+                self.prompt.observe_layer(index, layer_input, output[0] if isinstance(output, (tuple, list)) else output)
 
     def _on_decoder_output(self, module, args, output):
         if torch.compiler.is_compiling() or not self._owns_call():
@@ -339,20 +350,14 @@ class CaptureSession:
 
     def _on_head_output(self, module, args, output):
         """The output head runs after every layer: reduce this step's layer rows and attention."""
-        if torch.compiler.is_compiling() or not self._owns_call():
-            return
-        if not (self.capturing and self.buffers.in_range(self.step)):
+        if torch.compiler.is_compiling() or not self._recording_layers or not self._owns_call():
             return
         with self._guard("hidden"):
             self.buffers.record_layers(self.step)
 
     def attention_slot(self, module) -> tuple[int, bool] | None:
         """(layer, is cross-attention) when this session records `module`'s attention at this step, else None."""
-        if torch.compiler.is_compiling() or not self._owns_call():
-            return None
-        if not (self.capturing and self.buffers is not None):
-            return None
-        if not self.buffers.in_range(self.step) or self.step % self.options.attention_stride:
+        if torch.compiler.is_compiling() or not self._recording_attention or not self._owns_call():
             return None
         return self.layout.attention_modules.get(id(module))
 
@@ -418,6 +423,13 @@ class CaptureSession:
         """Copy summaries to the host once and resolve them per returned sequence; `stops` maps a
         sequence stopped early (live health) to its last step."""
         if not self.capturing or self.buffers is None or sequences is None:
+            return None
+        # the pending blocks' reductions fault under their own stage's name
+        with self._guard("logits"):
+            self.buffers.flush_logits()
+        with self._guard("hidden"):
+            self.buffers.flush_layers()
+        if not self.capturing:
             return None
         with self._guard("summary"):
             host = self.buffers.to_host(self.step + 1, sequences)
