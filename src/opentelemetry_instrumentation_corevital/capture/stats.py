@@ -123,17 +123,17 @@ def newest_query_attention_layers(pending: list) -> torch.Tensor:
     """Batched newest-query attention for layers whose keys share one length.
 
     pending: (query [R, H, Q, D], key [R, Hkv, T, D], mask, scaling, softcap) per layer.
-    One matmul per layer, then a single softmax and reductions over all layers: [L, 2, R, H].
+    The layers' newest queries are stacked and laid out once; each layer then costs a single
+    matmul (keys times queries, so no per-layer view of either); one softmax and the reductions
+    cover all layers: [L, 2, R, H].
     """
     query, key = pending[0][0], pending[0][1]
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    scores = torch.stack(
-        [
-            torch.matmul(q[:, :, -1, :].reshape(rows, kv_heads, heads // kv_heads, dim), k.transpose(-1, -2))
-            for q, k, *_ in pending
-        ]
-    ).float().reshape(len(pending), rows, heads, -1)
+    newest = torch.stack([q for q, *_ in pending])[:, :, :, -1]  # [L, R, H, D]
+    per_layer = newest.reshape(len(pending), rows, kv_heads, heads // kv_heads, dim).transpose(-1, -2).unbind(0)
+    by_key = torch.stack([torch.matmul(k, q) for (_, k, *_), q in zip(pending, per_layer)])  # [L, R, Hkv, T, G]
+    scores = by_key.transpose(-1, -2).reshape(len(pending), rows, heads, -1).float()
     scales = [s if s is not None else 1.0 / math.sqrt(dim) for *_, s, _ in pending]
     if len(set(scales)) == 1:
         scores = scores * scales[0]
