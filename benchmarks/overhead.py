@@ -330,6 +330,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write results here as JSON")
     parser.add_argument("--compile", choices=COMPILE_MODES, default="none", help="the compiled path (static cache)")
     parser.add_argument("--launches", action="store_true", help="count kernels added per step (torch.profiler)")
+    parser.add_argument("--launches-only", action="store_true", help="count kernels added per step, time nothing")
     parser.add_argument("--device", help="override the preset's device (e.g. cpu for a dry run)")
     parser.add_argument("--step-cost", action="store_true",
                         help="time the live health per step at steps 32 and 256 (listener runs of 260 tokens)")
@@ -348,9 +349,11 @@ def main(argv=None) -> int:
     compiled = args.compile != "none"
     for prompt in args.prompts or preset["prompts"]:
         for batch in args.batches or preset["batches"]:
-            pairs, extra = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device, compiled)
-            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens, modes=summarise(pairs, model_bytes), **extra)
-            if args.launches:
+            case = dict(prompt=prompt, batch=batch, new_tokens=new_tokens)
+            if not args.launches_only:
+                pairs, extra = measure(modes, args.modes, prompt, batch, new_tokens, args.repeats, device, compiled)
+                case.update(modes=summarise(pairs, model_bytes), **extra)
+            if args.launches or args.launches_only:
                 case["launches_added_per_step"] = launches_per_step(modes, args.modes, prompt, batch, device)
             if args.step_cost:
                 case["live_step_cost"] = live_step_cost(modes, prompt, batch, device)
@@ -364,7 +367,8 @@ def main(argv=None) -> int:
 
 
 def render_table(results: dict) -> str:
-    modes = [m for m in results["cases"][0]["modes"] if m != "plain"] if results["cases"] else []
+    timed = [case for case in results["cases"] if "modes" in case]
+    modes = [m for m in timed[0]["modes"] if m != "plain"] if timed else []
     lines = [
         "Each cell: median of paired wall-time ratios / of paired CPU-time ratios vs plain generate"
         " (+ extra peak device memory as % of the model's weights).",
@@ -372,7 +376,7 @@ def render_table(results: dict) -> str:
         "| prompt | batch | plain s | " + " | ".join(modes) + " |",
         "|---" * (3 + len(modes)) + "|",
     ]
-    for case in results["cases"]:
+    for case in timed:
         cells = []
         for mode in modes:
             row = case["modes"][mode]
