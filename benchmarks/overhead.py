@@ -22,7 +22,7 @@ run (the noise floor of a paired ratio); on the compiled path plain generate is 
 again, so a drift of the host shows apart from anything instrumented runs leave behind.
 `--step-cost` times the live health per decoding step at steps 32 and 256 (constant work per
 step shows as a flat figure). `--launches` counts, with torch.profiler, the device kernels (CPU: top-level aten operators)
-each mode runs per decoding step beyond plain generate.
+each mode adds to plain generate per decoding step (from a short and a long call) and once per call.
 """
 
 from __future__ import annotations
@@ -234,24 +234,35 @@ def _top_level_operator(event) -> bool:
     return event.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::"))
 
 
-def launches_per_step(modes: Modes, modes_list, prompt: int, batch: int, device: str, steps: int = 16) -> dict:
-    """Kernels (CPU: top-level aten operators) per decoding step that each mode adds to plain generate."""
+def launches_per_step(modes: Modes, modes_list, prompt: int, batch: int, device: str, steps=(8, 40)) -> dict:
+    """Kernels (CPU: top-level aten operators) each mode adds to plain generate: per decoding step
+    (the difference between a short and a long call, over the steps between them) and once per
+    call (prefill, the end of the call's reductions and host copies)."""
     from torch.profiler import ProfilerActivity, profile
 
     ids = prompt_batch(modes.model, prompt, batch, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
 
-    def count(mode: str) -> int:
-        modes.run(mode, ids, steps, device)  # same shapes as the profiled run: nothing compiles in it
+    def count(mode: str, new_tokens: int) -> int:
+        modes.run(mode, ids, new_tokens, device)  # same shapes as the profiled run: nothing compiles in it
         with profile(activities=activities) as prof:
-            modes.run(mode, ids, steps, device)
+            modes.run(mode, ids, new_tokens, device)
         events = prof.events()
         if device == "cuda":
             return sum(1 for e in events if e.device_type.name == "CUDA")
         return sum(1 for e in events if _top_level_operator(e))
 
-    plain = count("plain")
-    return {mode: round((count(mode) - plain) / steps, 1) for mode in modes_list if mode not in ("original", CONTROL)}
+    short, long = steps
+    added = {}
+    for mode in ["plain", *(m for m in modes_list if m not in ("original", CONTROL))]:
+        few, many = count(mode, short), count(mode, long)
+        per_step = (many - few) / (long - short)
+        added[mode] = (per_step, few - short * per_step)
+    plain_step, plain_call = added.pop("plain")
+    return {
+        mode: dict(per_step=round(step - plain_step, 1), per_call=round(call - plain_call))
+        for mode, (step, call) in added.items()
+    }
 
 
 def live_step_cost(modes: Modes, prompt: int, batch: int, device: str, at=(32, 256), repeats: int = 3) -> dict:

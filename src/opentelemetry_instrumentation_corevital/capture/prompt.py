@@ -113,19 +113,38 @@ class PromptProbe:
         self.surprisal = torch.cat(parts, dim=1)
 
     def to_host(self) -> PromptSummaries:
+        """One packed device-to-host copy per dtype, then split per prompt row."""
+        layers = [*self.transformation, *self.basin, *(part for parts in self.sparse if parts is not None for part in parts)]
+        host = iter(_host_arrays([self.surprisal, *layers]))
+        surprisal = next(host)
+        transformation = [next(host) if t is not None else None for t in self.transformation]
+        basin = [next(host) if t is not None else None for t in self.basin]
+        sparse = [tuple(next(host) for _ in parts) if parts is not None else None for parts in self.sparse]
         out = PromptSummaries()
         for index in range(self._row_count()):
-            if self.surprisal is not None:
-                out.surprisal.append(self.surprisal[index].cpu().numpy())
-            out.layer_transformation.append(_stack_host(self.transformation, index))
-            out.basin.append(_stack_host(self.basin, index))
-            out.sparse.append(
-                [
-                    tuple(part[index].cpu().numpy() for part in layer) if layer is not None else None
-                    for layer in self.sparse
-                ]
-            )
+            if surprisal is not None:
+                out.surprisal.append(surprisal[index])
+            out.layer_transformation.append(_stack_rows(transformation, index))
+            out.basin.append(_stack_rows(basin, index))
+            out.sparse.append([tuple(part[index] for part in layer) if layer is not None else None for layer in sparse])
         return out
+
+
+def _host_arrays(tensors: list) -> list:
+    """Host copies of the tensors (None stays None), in one transfer per dtype instead of one per tensor."""
+    out: list = [None] * len(tensors)
+    by_dtype: dict = {}
+    for index, tensor in enumerate(tensors):
+        if tensor is not None:
+            by_dtype.setdefault(tensor.dtype, []).append(index)
+    for indices in by_dtype.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in indices]).cpu().numpy()
+        offset = 0
+        for i in indices:
+            size = tensors[i].numel()
+            out[i] = flat[offset : offset + size].reshape(tuple(tensors[i].shape))
+            offset += size
+    return out
 
 
 def real_prompt_tokens(attention_mask, rows: slice, length: int) -> torch.Tensor | None:
@@ -147,13 +166,13 @@ def real_prompt_tokens(attention_mask, rows: slice, length: int) -> torch.Tensor
     return newest.bool() if newest.dtype == torch.bool else newest == 0
 
 
-def _stack_host(per_layer: list, index: int) -> np.ndarray:
-    values = [layer[index].cpu().numpy() if layer is not None else None for layer in per_layer]
-    present = [v for v in values if v is not None]
+def _stack_rows(per_layer: list, index: int) -> np.ndarray:
+    """Row `index` of each layer's host array, stacked [L, ...]; NaN for a layer never observed."""
+    present = [layer[index] for layer in per_layer if layer is not None]
     if not present:
         return np.zeros((0,), np.float32)
     filler = np.full_like(present[0], np.nan)
-    return np.stack([v if v is not None else filler for v in values]).astype(np.float32)
+    return np.stack([layer[index] if layer is not None else filler for layer in per_layer]).astype(np.float32)
 
 
 def _middle_third(real: torch.Tensor) -> torch.Tensor:
