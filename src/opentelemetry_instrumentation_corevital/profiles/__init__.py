@@ -53,6 +53,7 @@ RISK_FEATURE_NAMES = (
     "chosen_probability_mean",
     "confident_run_fraction",
     "hidden_norm_spread",
+    "hidden_norm_spread_call",
 )
 
 WARNING_SIGNAL_NAMES = (
