@@ -136,7 +136,8 @@ def shifted_log_norm_sums(l2_norms: np.ndarray) -> tuple[float, float, float, in
         return math.nan, 0.0, 0.0, 0
     logs = np.log(np.maximum(finite.astype(np.float64), NORM_FLOOR))
     deviations = logs - logs[0]
-    return float(logs[0]), float(np.cumsum(deviations)[-1]), float(np.cumsum(deviations * deviations)[-1]), int(finite.size)
+    total, squares = np.cumsum(deviations)[-1], np.cumsum(deviations * deviations)[-1]
+    return float(logs[0]), float(total), float(squares), int(finite.size)
 
 
 def spread_of_sums(total: float, squares: float, count: int) -> float:
@@ -148,13 +149,14 @@ def spread_of_sums(total: float, squares: float, count: int) -> float:
 
 
 def hidden_norm_spread_call(view: SequenceView) -> float:
-    """The spread of hidden_norm_spread over every valid step so far (the whole call at its end):
-    how much the middle layer's state moves over the call, not only while the answer starts. A mean
-    over the steps so far like the other features, so the running value is the same formula on a
-    prefix. NaN where no hidden statistics were captured or fewer than two steps exist."""
+    """hidden_norm_spread's statistic over every valid step so far (the whole call at its end): how
+    much the middle layer's state moves over the call, not only while the answer starts. Like the
+    means and fractions, a statistic of the steps so far, so on a prefix it is the same formula.
+    NaN where no hidden statistics were captured or fewer than two steps exist."""
     if view.num_layers == 0:
         return math.nan
-    _, total, squares, count = shifted_log_norm_sums(view.hidden_stat("l2_norm")[view.valid_steps, middle_layer(view.num_layers)])
+    norms = view.hidden_stat("l2_norm")[view.valid_steps, middle_layer(view.num_layers)]
+    _, total, squares, count = shifted_log_norm_sums(norms)
     return spread_of_sums(total, squares, count)
 
 
