@@ -17,6 +17,7 @@ from tests.support.summaries import hidden_column, logit_column, make_run, set_t
 PROFILE = load_profile("default")
 STEPS = 60
 SPREAD_REFERENCE = PROFILE.risk_model.reference[PROFILE.risk_model.features.index("hidden_norm_spread")]
+CALL_SPREAD_REFERENCE = PROFILE.risk_model.reference[PROFILE.risk_model.features.index("hidden_norm_spread_call")]
 
 
 def middle_layer_norms(run, norms):
@@ -104,9 +105,10 @@ def test_an_unsure_run_is_a_warning_never_critical_out_of_the_box():
     # uncertainty feature at its worst stays below `critical`.
     assert risk_label(confused, PROFILE) == "warning"
     # (with the middle layer's state moving as a typical healthy run's does, or not measured at all)
-    for spread in (SPREAD_REFERENCE, math.nan):
+    for spread, call_spread in ((SPREAD_REFERENCE, CALL_SPREAD_REFERENCE), (math.nan, math.nan)):
         worst = dict(risk_features(confused_run(), 0, PROFILE), answer_uncertainty=1.0, low_margin_fraction=1.0,
-                     mid_layer_anomaly=1.0, attention_collapse_fraction=1.0, hidden_norm_spread=spread)
+                     mid_layer_anomaly=1.0, attention_collapse_fraction=1.0, hidden_norm_spread=spread,
+                     hidden_norm_spread_call=call_spread)
         assert risk_label(risk_score(worst, PROFILE), PROFILE) == "warning"
     factors = risk_factors(risk_features(confused_run(), 0, PROFILE), PROFILE)
     assert "uncertain_answer" in factors and "repetition_loop" not in factors
@@ -189,3 +191,24 @@ def test_a_middle_layer_that_barely_moves_raises_the_risk_and_says_so():
     assert risk_score(steady, PROFILE) > risk_score(features, PROFILE) > risk_score(moving, PROFILE)
     assert "steady_hidden_state" in risk_factors(steady, PROFILE)
     assert risk_factors(moving, PROFILE) == []
+
+
+def test_hidden_norm_spread_call_is_the_std_of_the_middle_layers_log_norm_over_every_valid_step():
+    run = make_run(steps=12, layers=6)
+    norms = np.array([50.0, 40.0, 44.0, 52.0, 47.0, 41.0, 49.0, 45.0, 4000.0, 0.1, 7.0, 9.0])
+    middle_layer_norms(run, norms)
+    features = risk_features(run, 0, PROFILE)
+    assert features["hidden_norm_spread_call"] == pytest.approx(np.log(norms).std(), rel=1e-6)
+    assert features["hidden_norm_spread_call"] != pytest.approx(features["hidden_norm_spread"])  # not only 8 steps
+    run.valid[0, 5:] = False
+    assert risk_features(run, 0, PROFILE)["hidden_norm_spread_call"] == pytest.approx(np.log(norms[:5]).std(), rel=1e-6)
+    run.hidden[:] = np.nan  # a compiled forward: not measured
+    assert math.isnan(risk_features(run, 0, PROFILE)["hidden_norm_spread_call"])
+
+
+def test_a_feature_read_back_as_none_enters_at_its_reference_like_nan():
+    features = risk_features(healthy_run(), 0, PROFILE)
+    assert risk_score(dict(features, hidden_norm_spread_call=None), PROFILE) == \
+        risk_score(dict(features, hidden_norm_spread_call=math.nan), PROFILE)
+    assert risk_factors(dict(features, hidden_norm_spread_call=None), PROFILE) == \
+        risk_factors(dict(features, hidden_norm_spread_call=math.nan), PROFILE)

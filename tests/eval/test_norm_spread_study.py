@@ -27,7 +27,10 @@ def test_the_candidates_are_the_shipped_default_with_its_term_replaced():
     shipped_again = with_term(SHIPPED, -model.weights[k], model.reference[k])
     before = with_term(SHIPPED, 0.0, 0.0)
     for row in rows([0.02, 0.12, 0.3], [0, 0, 0]):
-        assert risk_score(row, shipped_again) == pytest.approx(risk_score(row, SHIPPED), abs=1e-12)
+        # the fifth round's whole-call term is dropped: at its reference, the shipped default's score
+        at_call_reference = dict(row, hidden_norm_spread_call=model.reference[model.features.index("hidden_norm_spread_call")])
+        assert risk_score(row, shipped_again) == pytest.approx(risk_score(at_call_reference, SHIPPED), abs=1e-12)
+        assert risk_score(dict(row, hidden_norm_spread_call=0.0), shipped_again) == risk_score(row, shipped_again)
         # without the term the spread moves nothing: the second round's default (bias -4.2)
         assert risk_score(row, before) == pytest.approx(1 / (1 + np.exp(-(-4.2 + 4.5 * 0.35))), abs=1e-12)
 

@@ -73,7 +73,7 @@ EVERY_FEATURE = {
     "calibrated": True,
     "risk_model": {
         "features": list(RISK_FEATURE_NAMES),
-        "weights": [0.7, 0.1, 0.2, 1.1, 0.9, 2.0, 3.0, 2.5, 1.5, 1.2, 0.8, -1.3, 2.2, -0.9, 1.7, -6.0],
+        "weights": [0.7, 0.1, 0.2, 1.1, 0.9, 2.0, 3.0, 2.5, 1.5, 1.2, 0.8, -1.3, 2.2, -0.9, 1.7, -6.0, -4.0],
         "bias": -3.0,
         "reference": [0.0] * len(RISK_FEATURE_NAMES),
     },

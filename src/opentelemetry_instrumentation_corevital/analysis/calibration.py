@@ -54,7 +54,8 @@ CALIBRATION_ANSWER_STEPS = 8
 # A calibrated risk model weighs every feature (NaN/Inf is an override, never a feature) but the
 # hidden-state spread: fitted on calibrate's few prompts, a hidden-state term learnt which *kind*
 # of prompt fails (docs/evaluation.md, third round), so it stays the default's hand-set term.
-CALIBRATION_FEATURES = tuple(name for name in RISK_FEATURE_NAMES if name != "hidden_norm_spread")
+HIDDEN_STATE_FEATURES = ("hidden_norm_spread", "hidden_norm_spread_call")
+CALIBRATION_FEATURES = tuple(name for name in RISK_FEATURE_NAMES if name not in HIDDEN_STATE_FEATURES)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ FACTOR_OF_FEATURE = {
     "chosen_probability_mean": "overconfident",
     "confident_run_fraction": "overconfident",
     "hidden_norm_spread": "unsteady_hidden_state",
+    "hidden_norm_spread_call": "unsteady_hidden_state",
 }
 
 # A fitted weight may be negative: on SmolLM2, unusually *low* entropy and surprisal mark
@@ -54,6 +55,7 @@ FACTOR_BELOW_REFERENCE = {
     "confidence_mean": "low_confidence",
     "chosen_probability_mean": "low_confidence",
     "hidden_norm_spread": "steady_hidden_state",
+    "hidden_norm_spread_call": "steady_hidden_state",
 }
 
 # Keeps garbage inputs (1e30 "entropies") from overflowing the logistic sum.
@@ -97,6 +99,7 @@ def risk_features_of(view: SequenceView, profile: Profile) -> dict[str, float]:
         "confident_run_fraction": _long_run_fraction(max_prob > profile.confident_probability,
                                                      profile.low_entropy_min_run),
         "hidden_norm_spread": hidden_norm_spread(view),
+        "hidden_norm_spread_call": hidden_norm_spread_call(view),
     }
     return {name: float(np.clip(value, -FEATURE_LIMIT, FEATURE_LIMIT)) for name, value in features.items()}
 
@@ -124,6 +127,39 @@ def hidden_norm_spread(view: SequenceView) -> float:
     return log_norm_spread(view.hidden_stat("l2_norm")[steps, middle_layer(view.num_layers)])
 
 
+def shifted_log_norm_sums(l2_norms: np.ndarray) -> tuple[float, float, float, int]:
+    """(shift, sum, sum of squares, count) of d = log max(L2, NORM_FLOOR) - shift over the finite
+    norms in order, shift being the first finite one's log (it keeps the squares small). Summed one
+    value after another (np.cumsum's order), so the live listener's running sums give the same floats."""
+    finite = l2_norms[np.isfinite(l2_norms)]
+    if finite.size == 0:
+        return math.nan, 0.0, 0.0, 0
+    logs = np.log(np.maximum(finite.astype(np.float64), NORM_FLOOR))
+    deviations = logs - logs[0]
+    total, squares = np.cumsum(deviations)[-1], np.cumsum(deviations * deviations)[-1]
+    return float(logs[0]), float(total), float(squares), int(finite.size)
+
+
+def spread_of_sums(total: float, squares: float, count: int) -> float:
+    """Standard deviation from shifted_log_norm_sums' sums; NaN with fewer than 2 values."""
+    if count < 2:
+        return math.nan
+    mean = total / count
+    return math.sqrt(max(squares / count - mean * mean, 0.0))
+
+
+def hidden_norm_spread_call(view: SequenceView) -> float:
+    """hidden_norm_spread's statistic over every valid step so far (the whole call at its end): how
+    much the middle layer's state moves over the call, not only while the answer starts. Like the
+    means and fractions, a statistic of the steps so far, so on a prefix it is the same formula.
+    NaN where no hidden statistics were captured or fewer than two steps exist."""
+    if view.num_layers == 0:
+        return math.nan
+    norms = view.hidden_stat("l2_norm")[view.valid_steps, middle_layer(view.num_layers)]
+    _, total, squares, count = shifted_log_norm_sums(norms)
+    return spread_of_sums(total, squares, count)
+
+
 def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = None) -> dict[str, float]:
     """Named features of sequence i: `nan_or_inf` plus every name in RISK_FEATURE_NAMES."""
     profile = profile or load_profile(summaries.model_type)
@@ -131,9 +167,13 @@ def risk_features(summaries: RunSummaries, i: int, profile: Profile | None = Non
 
 
 def _model_input(value: float, reference: float) -> float:
-    """What the risk model reads for a feature: its reference where it was not measured (NaN),
-    else the value within +-FEATURE_LIMIT."""
-    return reference if math.isnan(value) else min(max(value, -FEATURE_LIMIT), FEATURE_LIMIT)
+    """What the risk model reads for a feature: its reference where it was not measured (NaN, or
+    None as a report read back writes it), else the value within +-FEATURE_LIMIT."""
+    return reference if _not_measured(value) else min(max(value, -FEATURE_LIMIT), FEATURE_LIMIT)
+
+
+def _not_measured(value: float | None) -> bool:
+    return value is None or math.isnan(value)
 
 
 def risk_logit(features: Mapping[str, float], profile: Profile) -> float:
@@ -160,7 +200,7 @@ def risk_factors(features: Mapping[str, float], profile: Profile) -> list[str]:
     model = profile.risk_model
     pushes: dict[str, float] = {}
     for name, weight, reference in zip(model.features, model.weights, model.reference):
-        if math.isnan(features[name]):  # not measured: it explains nothing
+        if _not_measured(features[name]):  # it explains nothing
             continue
         delta = _model_input(features[name], reference) - reference
         factor = FACTOR_OF_FEATURE[name] if delta >= 0 else FACTOR_BELOW_REFERENCE.get(name)

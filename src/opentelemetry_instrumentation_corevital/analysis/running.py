@@ -2,7 +2,8 @@
 
 `RunningHealth.add_step` takes one decoding step of every sequence of a batch and updates
 running state (sums, counts, run lengths, trailing-window prefix sums, maxima, running medians,
-histograms, a bounded window of repetition keys, the middle layer's first few L2 norms), so a
+histograms, a bounded window of repetition keys, the middle layer's first few L2 norms and
+running sums of its log L2), so a
 step costs the same at step 10 as at step 1000 and is numpy over the batch. Invariant: after
 steps 0..s, for every sequence valid at s, `features(i)` equals
 `risk_features_of(sequence_view(summaries, i, s), profile)`, `signals(i)` equals
@@ -25,7 +26,7 @@ import numpy as np
 from ..profiles import WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
-from .risk import FEATURE_LIMIT, NORM_SPREAD_STEPS, log_norm_spread, middle_layer
+from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer, spread_of_sums
 from .sequence import per_count
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
@@ -285,6 +286,11 @@ class RunningHealth:
         self.middle_l2_max = np.full((n, self.middle.stop - self.middle.start), -np.inf)
         self.spread_l2 = np.full((n, NORM_SPREAD_STEPS), np.nan)  # middle layer's L2 at steps 0..NORM_SPREAD_STEPS-1
         self.frozen_spread: np.ndarray | None = None  # hidden_norm_spread once every step it reads is in
+        # hidden_norm_spread_call: the first finite log L2 of the middle layer, then the sums of the
+        # deviations from it and of their squares, added in step order (risk.shifted_log_norm_sums)
+        self.call_shift = np.full(n, np.nan)
+        self.call_sums, self.call_squares = np.zeros(n), np.zeros(n)
+        self.call_counts = np.zeros(n, np.int64)
         self.collapse_counts: np.ndarray | None = None  # [N, L, heads + 1] histogram of collapsed-head counts
         self.repetition: _Repetition | None = None
 
@@ -333,6 +339,8 @@ class RunningHealth:
         self.middle_nonfinite[rows] |= layer_nonfinite[:, self.middle].any(axis=1)
         if t < NORM_SPREAD_STEPS and self.num_layers:
             self.spread_l2[rows, t] = hidden[:, middle_layer(self.num_layers), _L2]
+        if self.num_layers:
+            self._add_call_spread(rows, hidden[:, middle_layer(self.num_layers), _L2])
         if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
             self.norm_window.add(rows, np.full(rows.size, np.nan))
             return
@@ -346,6 +354,24 @@ class RunningHealth:
             for median, value in zip(self.middle_l2_medians[row], values):
                 if math.isfinite(value):
                     median.add(float(value))
+
+    def _add_call_spread(self, rows: np.ndarray, l2: np.ndarray) -> None:
+        finite = np.isfinite(l2)
+        rows, l2 = rows[finite], l2[finite]
+        logs = np.log(np.maximum(l2, NORM_FLOOR))
+        first = self.call_counts[rows] == 0
+        self.call_shift[rows[first]] = logs[first]
+        deviations = logs - self.call_shift[rows]
+        self.call_sums[rows] += deviations
+        self.call_squares[rows] += deviations * deviations
+        self.call_counts[rows] += 1
+
+    def _call_spread(self) -> np.ndarray:
+        spread = np.full(self.nonfinite.size, np.nan)
+        for row in self.running.tolist():
+            spread[row] = spread_of_sums(float(self.call_sums[row]), float(self.call_squares[row]),
+                                         int(self.call_counts[row]))
+        return spread
 
     def _add_collapsed_heads(self, rows: np.ndarray, counts: np.ndarray) -> None:
         observed = np.isfinite(counts)
@@ -431,6 +457,7 @@ class RunningHealth:
             "chosen_probability_mean": self.chosen_probability.mean(),
             "confident_run_fraction": self.confident_runs.fraction(steps),
             "hidden_norm_spread": self._norm_spread(),
+            "hidden_norm_spread_call": self._call_spread(),
         }
         clipped = {name: np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT) for name, values in columns.items()}
         return {row: {name: float(values[row]) for name, values in clipped.items()} for row in self.running.tolist()}

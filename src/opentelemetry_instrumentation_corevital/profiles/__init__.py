@@ -4,7 +4,8 @@
 threshold is relative to the model's own behaviour within the call (its own layers, heads,
 steps and token periodicity), and its hand-set risk model can reach `critical` only on a
 loop, a NaN/Inf, or an unsure answer during which the middle layer's state barely moves
-(`hidden_norm_spread`, a spread of logs, well below its reference). An architecture file
+(`hidden_norm_spread` over the answer's first steps and `hidden_norm_spread_call` over the whole
+call, spreads of logs, well below their references). An architecture file
 (`gpt2.json`, `llama.json`, ...) holds only the keys that differ for that architecture and is
 merged over the default. A profile file written by `corevital calibrate` (`load_profile_file`)
 is merged over the default instead of an architecture file. Caller overrides are merged
@@ -53,6 +54,7 @@ RISK_FEATURE_NAMES = (
     "chosen_probability_mean",
     "confident_run_fraction",
     "hidden_norm_spread",
+    "hidden_norm_spread_call",
 )
 
 WARNING_SIGNAL_NAMES = (
