@@ -114,11 +114,11 @@ class PromptProbe:
 
     def to_host(self) -> PromptSummaries:
         """One packed device-to-host copy per dtype, then split per prompt row."""
-        layers = [*self.transformation, *self.basin, *(part for parts in self.sparse if parts is not None for part in parts)]
-        host = iter(_host_arrays([self.surprisal, *layers]))
+        sparse_parts = [part for parts in self.sparse if parts is not None for part in parts]
+        host = iter(_host_arrays([self.surprisal, *self.transformation, *self.basin, *sparse_parts]))
         surprisal = next(host)
-        transformation = [next(host) if t is not None else None for t in self.transformation]
-        basin = [next(host) if t is not None else None for t in self.basin]
+        transformation = [next(host) for _ in self.transformation]
+        basin = [next(host) for _ in self.basin]
         sparse = [tuple(next(host) for _ in parts) if parts is not None else None for parts in self.sparse]
         out = PromptSummaries()
         for index in range(self._row_count()):
