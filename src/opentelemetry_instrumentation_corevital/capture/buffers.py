@@ -63,6 +63,42 @@ def _block_steps(budget: int, step_bytes: int, max_steps: int) -> int:
     return max(1, min(budget // max(1, step_bytes), MAX_PENDING_STEPS, max_steps))
 
 
+class _PendingSteps:
+    """Consecutive steps waiting to be summarised together: step `first + k` in `block[k]`, k < count."""
+
+    __slots__ = ("block", "first", "count")
+
+    def __init__(self, block: torch.Tensor):
+        self.block, self.first, self.count = block, 0, 0
+
+    @property
+    def steps(self) -> int:
+        return int(self.block.shape[0])
+
+    @property
+    def full(self) -> bool:
+        return self.count == self.steps
+
+    def holds(self, step: int) -> bool:
+        return self.first <= step < self.first + self.count
+
+    def follows(self, step: int) -> bool:
+        """`step` may join: nothing waits, or it comes right after the waiting steps."""
+        return not self.count or step == self.first + self.count
+
+    def slot(self, step: int) -> torch.Tensor:
+        """Where `step` goes (it follows the waiting steps)."""
+        if not self.count:
+            self.first = step
+        self.count += 1
+        return self.block[self.count - 1]
+
+    def take(self) -> tuple[int, torch.Tensor] | None:
+        """(first step, their rows) of the waiting steps, which no longer wait; None when none do."""
+        count, self.count = self.count, 0
+        return (self.first, self.block[:count]) if count else None
+
+
 class StepBuffers:
     def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, pending_bytes: int = 0):
         self.device = prompt_ids.device
@@ -85,13 +121,9 @@ class StepBuffers:
         self.log_probs_step = -1
         # beams reorder rows between steps, so each of their steps is summarised at once
         self._pending_bytes = pending_bytes if options.num_beams == 1 else 0
-        self._pending: torch.Tensor | None = None  # [K, R, V] logits of steps not summarised yet
-        self._pending_first = 0
-        self._pending_count = 0
+        self._pending_logits: _PendingSteps | None = None  # block [K, R, V]; None: each step summarised at once
         self._pending_tokens: dict[int, torch.Tensor] = {}  # step -> the tokens chosen at it [R]
-        self._pending_layers: torch.Tensor | None = None  # [K, L, R, D] newest states of steps not summarised yet
-        self._layers_first = 0
-        self._layers_count = 0
+        self._pending_layers: _PendingSteps | None = None  # block [K, L, R, D]: the layers' newest states
         self._lag_index: dict[int, torch.Tensor] = {}  # block length -> where each lag sits in the block's Gram matrix
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
@@ -145,36 +177,35 @@ class StepBuffers:
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
         """The logits generate samples from at `step` ([R, V]): summarise them now, or keep them
         with the pending steps when they follow those and a block of them fits the budget."""
-        if self._pending is None and self._pending_bytes:
+        if self._pending_logits is None and self._pending_bytes:
             steps = _block_steps(self._pending_bytes, logits.numel() * 4, self.max_steps)
             if steps > 1:
-                self._pending = torch.empty((steps, *logits.shape), dtype=torch.float32, device=logits.device)
+                block = torch.empty((steps, *logits.shape), dtype=torch.float32, device=logits.device)
+                self._pending_logits = _PendingSteps(block)
             else:
                 self._pending_bytes = 0
-        if self._pending is None:
+        pending = self._pending_logits
+        if pending is None:
             _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
             self.log_probs_step = step
             if self.eos_log_probs is not None and self.eos_token_ids:
                 self.eos_log_probs[step] = self.log_probs.index_select(1, self._eos_index)
             return
-        if self._pending_count and step != self._pending_first + self._pending_count:
+        if not pending.follows(step):
             self.flush_logits()
-        if not self._pending_count:
-            self._pending_first = step
-        self._pending[self._pending_count].copy_(logits)
-        self._pending_count += 1
-        if self._pending_count == self._pending.shape[0]:
+        pending.slot(step).copy_(logits)
+        if pending.full:
             self.flush_logits()
 
     @property
     def logit_block_steps(self) -> int:
         """How many steps' logits are summarised together (1: each at its own step)."""
-        return 1 if self._pending is None else int(self._pending.shape[0])
+        return 1 if self._pending_logits is None else self._pending_logits.steps
 
     @property
     def layer_block_steps(self) -> int:
         """How many steps' layer states are summarised together (1: each at its own step)."""
-        return 1 if self._pending_layers is None else int(self._pending_layers.shape[0])
+        return 1 if self._pending_layers is None else self._pending_layers.steps
 
     def flush(self) -> None:
         """Summarise everything pending: after it every buffer holds every recorded step."""
@@ -184,12 +215,13 @@ class StepBuffers:
     def flush_logits(self) -> None:
         """Summarise the pending steps' logits: their statistics, the surprisal of every pending
         step whose token is known, and `log_probs` of the newest step."""
-        count, self._pending_count = self._pending_count, 0
-        if not count:
+        taken = None if self._pending_logits is None else self._pending_logits.take()
+        if taken is None:
             return
-        first, (_, rows, vocab) = self._pending_first, self._pending.shape
+        first, waiting = taken
+        count, rows, vocab = waiting.shape
         flat_stats = self.logits[first : first + count].view(count * rows, -1)
-        flat_logits = self._pending[:count].view(count * rows, vocab)
+        flat_logits = waiting.view(count * rows, vocab)
         _, log_probs = stats.logit_stats(flat_logits, out=flat_stats, overwrite=True)
         log_probs = log_probs.view(count, rows, vocab)
         known = []
@@ -212,33 +244,31 @@ class StepBuffers:
             self._reduce_pending_attention(step)
         if any(row is None for row in self.hidden_rows):
             return
-        if self._layers_count and step != self._layers_first + self._layers_count:
-            self.flush_layers()
         if self._pending_layers is None:
             reference = self.hidden_rows[-1]  # [R, 1, D]
             # the block, then its float copy and the reduction's temporaries
             step_bytes = self.num_layers * reference.numel() * (reference.element_size() + 8)
             steps = _block_steps(self._pending_bytes, step_bytes, self.max_steps)
             shape = (steps, self.num_layers, self.rows, reference.shape[-1])
-            self._pending_layers = torch.empty(shape, dtype=reference.dtype, device=reference.device)
-        if not self._layers_count:
-            self._layers_first = step
-        slot = self._pending_layers[self._layers_count]
+            self._pending_layers = _PendingSteps(torch.empty(shape, dtype=reference.dtype, device=reference.device))
+        pending = self._pending_layers
+        if not pending.follows(step):
+            self.flush_layers()
+        slot = pending.slot(step)
         torch.stack(self.hidden_rows, out=slot.view(self.num_layers, self.rows, 1, -1))
         self.hidden_rows = [None] * self.num_layers
-        self._layers_count += 1
-        if self._layers_count == self._pending_layers.shape[0]:
+        if pending.full:
             self.flush_layers()
 
     def flush_layers(self) -> None:
         """Summarise the pending steps' layer states: per-layer statistics, and the cosine of each
         step's last-layer state with those of the REPETITION_LAGS steps before it (one Gram
         matrix of the block against the block and the steps before it)."""
-        count, self._layers_count = self._layers_count, 0
-        if not count:
+        taken = None if self._pending_layers is None else self._pending_layers.take()
+        if taken is None:
             return
-        first = self._layers_first
-        block = self._pending_layers[:count]  # [C, L, R, D]
+        first, block = taken  # [C, L, R, D]
+        count = block.shape[0]
         stats.hidden_stats(block, out=self.hidden[first : first + count])
         last = block[:, -1].float()
         units = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)  # [C, R, D]
@@ -257,7 +287,7 @@ class StepBuffers:
     def record_chosen_tokens(self, step: int, tokens: torch.Tensor, parents: torch.Tensor | None) -> None:
         """At the start of `step`, the token chosen at `step - 1` is the rows' newest input."""
         tokens = tokens.to(self.device)
-        if self._pending_count and self._pending_first <= step - 1 < self._pending_first + self._pending_count:
+        if self._pending_logits is not None and self._pending_logits.holds(step - 1):
             self._pending_tokens[step - 1] = tokens
             return
         log_probs = self.log_probs if self.log_probs_step == step - 1 else None

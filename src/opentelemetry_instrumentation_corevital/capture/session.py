@@ -330,14 +330,15 @@ class CaptureSession:
         # every layer at every step: a flag, then the owner, and a reference kept (no guard object)
         if torch.compiler.is_compiling() or not self._recording_layers or not self._owns_call():
             return
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
         try:
-            self.buffers.record_hidden_output(index, output[0] if isinstance(output, (tuple, list)) else output)
+            self.buffers.record_hidden_output(index, hidden)
         except Exception as exc:
             self.record_fault("hidden", exc)
         if self.prompt is not None and self.step == 0:
             with self._guard("prompt"):
                 layer_input = args[0] if args else kwargs.get("hidden_states")
-                self.prompt.observe_layer(index, layer_input, output[0] if isinstance(output, (tuple, list)) else output)
+                self.prompt.observe_layer(index, layer_input, hidden)
 
     def _on_decoder_output(self, module, args, output):
         if torch.compiler.is_compiling() or not self._owns_call():
