@@ -48,25 +48,6 @@ def hidden_offset(features: dict, default) -> float:
     return total
 
 
-def fit_with_offset(x, y, offset, penalty=calibration.L2_PENALTY, iterations=100):
-    """calibration.fit_logistic with a fixed offset added to every row's logit."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    z = np.hstack([np.ones((x.shape[0], 1)), (x - mean) / scale])
-    theta = np.zeros(z.shape[1])
-    ridge = np.full(z.shape[1], penalty)
-    ridge[0] = 1e-3
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(z @ theta + offset, -60, 60)))
-        step = np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge), z.T @ (p - y) + ridge * theta)
-        theta -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    weights = theta[1:] / scale
-    return weights, float(theta[0] - weights @ mean)
-
-
 def platt(logits, y):
     (slope,), intercept = calibration.fit_logistic(np.asarray(logits)[:, None], y, penalty=1e-3)
     return (slope, intercept) if slope > 0 else (1.0, 0.0)
@@ -74,11 +55,11 @@ def platt(logits, y):
 
 def fitted(x, y, offset, folds=calibration.RECALIBRATION_FOLDS):
     """(weights, bias, offset scale): calibrate's procedure with the fixed offset."""
-    weights, bias = fit_with_offset(x, y, offset)
+    weights, bias = calibration.fit_logistic(x, y, offset=offset)
     fold = np.arange(y.size) % folds
     logits = np.zeros(y.size)
     for k in range(folds):
-        w, b = fit_with_offset(x[fold != k], y[fold != k], offset[fold != k])
+        w, b = calibration.fit_logistic(x[fold != k], y[fold != k], offset=offset[fold != k])
         logits[fold == k] = x[fold == k] @ w + b + offset[fold == k]
     slope, intercept = platt(logits, y)
     return weights * slope, bias * slope + intercept, slope

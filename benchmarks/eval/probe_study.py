@@ -53,37 +53,21 @@ def probe_vector(summaries) -> np.ndarray:
     return norms.std(axis=0)
 
 
-def fit(x: np.ndarray, y: np.ndarray, penalties: np.ndarray, iterations: int = 100) -> tuple[np.ndarray, float]:
-    """calibration.fit_logistic with one L2 penalty per column (standardised weights)."""
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
-    z = np.hstack([np.ones((len(y), 1)), (x - mean) / scale])
-    theta, ridge = np.zeros(z.shape[1]), np.r_[1e-3, penalties]
-    for _ in range(iterations):
-        p = sigmoid(z @ theta)
-        step = np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge), z.T @ (p - y) + ridge * theta)
-        theta -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    weights = theta[1:] / scale
-    return weights, float(theta[0] - weights @ mean)
-
-
 def fitted(x: np.ndarray, y: np.ndarray, penalties: np.ndarray, recalibration: str = "platt_5fold"):
     """The fit, then the recalibration step, all on calibrate's prompts (x, y)."""
-    weights, bias = fit(x, y, penalties)
+    weights, bias = calibration.fit_logistic(x, y, penalty=penalties)
     if recalibration == "none":
         return weights, bias
     if recalibration == "platt_heldout_quarter":  # as calibrate's own held-out check splits its prompts
         test = calibration.held_out(np.arange(len(y)), 0.25)
-        w, b = fit(x[~test], y[~test], penalties)
+        w, b = calibration.fit_logistic(x[~test], y[~test], penalty=penalties)
         logits, labels = x[test] @ w + b, y[test]
     else:
         folds = len(y) if recalibration == "platt_leave_one_out" else calibration.RECALIBRATION_FOLDS
         fold = np.arange(len(y)) % folds
         logits, labels = np.zeros(len(y)), y
         for k in range(folds):
-            w, b = fit(x[fold != k], y[fold != k], penalties)
+            w, b = calibration.fit_logistic(x[fold != k], y[fold != k], penalty=penalties)
             logits[fold == k] = x[fold == k] @ w + b
     if recalibration == "slope_only_5fold":
         slope, offset = _slope(logits, labels), 0.0

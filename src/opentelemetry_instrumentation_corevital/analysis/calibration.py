@@ -116,21 +116,23 @@ def label_run(run: CalibrationRun, prompt: str) -> RunLabel:
     return RunLabel(False, "ok", agreed)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float = L2_PENALTY, iterations: int = 100):
+def fit_logistic(x: np.ndarray, y: np.ndarray, penalty=L2_PENALTY, iterations: int = 100, offset=0.0):
     """L2-penalised logistic regression by Newton steps; returns (weights in raw units, bias).
 
     Features are standardised for the fit and the weights mapped back, so the profile applies
-    them to risk_features() as they are.
+    them to risk_features() as they are. `penalty` is one L2 penalty or one per column; `offset`
+    is a fixed term added to every row's logit (a part of the model that is not fitted).
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     z = np.hstack([np.ones((x.shape[0], 1)), (x - mean) / scale])
     theta = np.zeros(z.shape[1])
-    ridge = np.full(z.shape[1], penalty)
+    ridge = np.empty(z.shape[1])
     ridge[0] = 1e-3  # barely: keeps the intercept finite when one class is missing
+    ridge[1:] = penalty
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(z @ theta, -60, 60)))
+        p = 1 / (1 + np.exp(-np.clip(z @ theta + offset, -60, 60)))
         gradient = z.T @ (p - y) + ridge * theta
         hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge)
         step = np.linalg.solve(hessian, gradient)
