@@ -21,12 +21,11 @@ import numpy as np
 
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .dataset import build_items
 from .metrics import auroc
 from .models import MODELS
 from .norm_spread_study import markdown as fold_markdown
 from .norm_spread_study import scored
-from .transfer import PER_TEMPLATE, heldout_items, model_rows, summary
+from .transfer import row_sets, summary
 
 HERE = Path(__file__).resolve().parent
 TERMS = ("hidden_norm_spread", "hidden_norm_spread_call")
@@ -89,14 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     shipped = load_profile("default")
-    evaluation_items = build_items(PER_TEMPLATE)
-    seen = {item.id for item in evaluation_items}
-    sets: dict[str, dict[str, list[dict]]] = {}
-    for model in MODELS:
-        sets[model] = {"evaluation": model_rows(model, args.cache, shipped, evaluation_items)}
-        if args.heldout_cache and (args.heldout_cache / model).is_dir():
-            held = model_rows(model, args.heldout_cache, shipped, heldout_items())
-            sets[model]["heldout_unseen"] = [r for r in held if r["id"] not in seen]
+    sets = row_sets(args.cache, args.heldout_cache, shipped)
     results: dict = {"folds": {}, "scored": {}}
     for fit_model in MODELS:
         results["folds"][fit_model] = fold_fit([r for rows in sets[fit_model].values() for r in rows], shipped)

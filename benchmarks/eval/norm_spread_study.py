@@ -22,10 +22,9 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import risk_label, risk_score
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .dataset import build_items
 from .metrics import auroc, interval_text
 from .models import MODELS
-from .transfer import PER_TEMPLATE, heldout_items, model_rows, summary
+from .transfer import row_sets, summary
 
 HERE = Path(__file__).resolve().parent
 FEATURE = "hidden_norm_spread"
@@ -92,14 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     shipped = load_profile("default")
-    evaluation_items = build_items(PER_TEMPLATE)
-    seen = {item.id for item in evaluation_items}
-    sets: dict[str, dict[str, list[dict]]] = {}
-    for model in MODELS:
-        sets[model] = {"evaluation": model_rows(model, args.cache, shipped, evaluation_items)}
-        if args.heldout_cache and (args.heldout_cache / model).is_dir():
-            held = model_rows(model, args.heldout_cache, shipped, heldout_items())
-            sets[model]["heldout_unseen"] = [r for r in held if r["id"] not in seen]
+    sets = row_sets(args.cache, args.heldout_cache, shipped)
     results: dict = {"folds": {}, "scored": {}}
     for fit_model in MODELS:
         fit_rows = [r for rows in sets[fit_model].values() for r in rows]

@@ -22,10 +22,9 @@ import numpy as np
 from opentelemetry_instrumentation_corevital.analysis import risk_label, risk_score
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 
-from .dataset import build_items
 from .metrics import auroc, ece
 from .models import MODELS
-from .transfer import PER_TEMPLATE, heldout_items, model_rows, summary
+from .transfer import row_sets, summary
 
 HERE = Path(__file__).resolve().parent
 TERMS = ("hidden_norm_spread", "hidden_norm_spread_call")
@@ -72,12 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     shipped = load_profile("default")
-    evaluation_items = build_items(PER_TEMPLATE)
-    seen = {item.id for item in evaluation_items}
+    sets = row_sets(args.cache, args.heldout_cache, shipped)
     results: dict = {}
     for model in MODELS:
-        evaluation = model_rows(model, args.cache, shipped, evaluation_items)
-        held = [r for r in model_rows(model, args.heldout_cache, shipped, heldout_items()) if r["id"] not in seen]
+        if "heldout_unseen" not in sets[model]:
+            parser.error(f"--heldout-cache {args.heldout_cache} holds no {model} cache")
+        evaluation, held = sets[model]["evaluation"], sets[model]["heldout_unseen"]
         by = results[model] = {}
         for min_calls in (None, *MIN_CALLS):
             key = "fixed" if min_calls is None else f"running, from {min_calls} calls"

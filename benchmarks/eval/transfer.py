@@ -53,6 +53,20 @@ def heldout_items() -> list:
     return [item for item in build_items() if item.split == HELDOUT]
 
 
+def row_sets(cache: Path, heldout_cache: Path | None, profile) -> dict[str, dict[str, list[dict]]]:
+    """Per model, its rows under `profile`: "evaluation" (the 200-row set) and, where
+    `heldout_cache` holds the model, "heldout_unseen" (the held-out items not among those 200)."""
+    evaluation_items = build_items(PER_TEMPLATE)
+    seen = {item.id for item in evaluation_items}
+    sets: dict[str, dict[str, list[dict]]] = {}
+    for model in MODELS:
+        sets[model] = {"evaluation": model_rows(model, cache, profile, evaluation_items)}
+        if heldout_cache and (heldout_cache / model).is_dir():
+            held = model_rows(model, heldout_cache, profile, heldout_items())
+            sets[model]["heldout_unseen"] = [r for r in held if r["id"] not in seen]
+    return sets
+
+
 def summary(rows: list[dict], resamples: int) -> dict:
     failure = np.array([r["failure"] for r in rows], bool)
     score = np.array([r["risk_score"] for r in rows], float)
