@@ -19,18 +19,26 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 from ..profiles import WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
-from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer, spread_of_sums
+from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer
 from .sequence import per_count
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
 _L2, _NAN_COUNT, _INF_COUNT = (HIDDEN_STATS.index(name) for name in ("l2_norm", "nan_count", "inf_count"))
+# the columns of RunningHealth's running means, long runs and trailing windows
+_MEANS = {name: column for column, name in
+          enumerate(("entropy", "surprisal", "confidence", "chosen_probability", "answer_confidence"))}
+_RUNS = {name: column for column, name in enumerate(("low_entropy", "confident"))}
+_WINDOWS = {name: column for column, name in enumerate(("entropy", "margin", "norm"))}
+_MEAN_DEFAULTS = np.array([1.0 if name == "answer_confidence" else 0.0 for name in _MEANS])
 
 
 @dataclass(frozen=True)
@@ -45,28 +53,31 @@ class StepRows:
     repetition_cosine: np.ndarray | None  # [N, R]: cosine with the state 1..R steps back
 
 
-class _FiniteMean:
-    """Mean of the finite values so far (finite_mean's value, summed in step order)."""
+class _FiniteMeans:
+    """Per column, the mean of the finite values so far (finite_mean's value, summed in step order)."""
 
-    def __init__(self, n: int):
-        self.sums, self.counts = np.zeros(n), np.zeros(n, np.int64)
+    def __init__(self, n: int, columns: int):
+        self.sums, self.counts = np.zeros((n, columns)), np.zeros((n, columns), np.int64)
 
     def add(self, rows: np.ndarray, values: np.ndarray) -> None:
         finite = np.isfinite(values)
         self.sums[rows] += np.where(finite, values, 0.0)
         self.counts[rows] += finite
 
-    def mean(self, default: float = 0.0) -> np.ndarray:
-        return per_count(self.sums, self.counts, default)
+    def means(self, defaults: np.ndarray) -> np.ndarray:
+        """[n, columns]: the means, each column's default where it has no finite value yet."""
+        out = np.broadcast_to(defaults, self.sums.shape).copy()
+        np.divide(self.sums, self.counts, out=out, where=self.counts > 0)
+        return out
 
 
 class _LongRuns:
-    """Fraction of steps inside runs of True at least `min_run` long (risk's _long_run_fraction)."""
+    """Per column, the fraction of steps inside runs of True at least `min_run` long (risk's _long_run_fraction)."""
 
-    def __init__(self, n: int, min_run: int):
+    def __init__(self, n: int, columns: int, min_run: int):
         self.min_run = min_run
-        self.current = np.zeros(n, np.int64)
-        self.closed = np.zeros(n, np.int64)  # steps in finished runs that were long enough
+        self.current = np.zeros((n, columns), np.int64)
+        self.closed = np.zeros((n, columns), np.int64)  # steps in finished runs that were long enough
 
     def add(self, rows: np.ndarray, mask: np.ndarray) -> None:
         current = self.current[rows]
@@ -79,17 +90,17 @@ class _LongRuns:
         return total / steps if steps else np.zeros(total.shape)
 
 
-class _TrailingWindow:
-    """sequence.trailing_window_means and early_warning._earlier_std at the newest position,
-    from the prefix sums (sequential, as np.cumsum adds) of the last `window` + 1 positions."""
+class _TrailingWindows:
+    """Per column, sequence.trailing_window_means and early_warning._earlier_std at the newest
+    position, from the prefix sums (sequential, as np.cumsum adds) of the last `window` + 1 positions."""
 
-    def __init__(self, n: int, window: int):
+    def __init__(self, n: int, columns: int, window: int):
         self.window = window
         self.length = 0
         # prefix sums of finite values, their squares and counts after k positions, at k % (window + 1)
-        self.sums = np.zeros((n, window + 1))
-        self.squares = np.zeros((n, window + 1))
-        self.counts = np.zeros((n, window + 1), np.int64)
+        self.sums = np.zeros((n, window + 1, columns))
+        self.squares = np.zeros((n, window + 1, columns))
+        self.counts = np.zeros((n, window + 1, columns), np.int64)
 
     def add(self, rows: np.ndarray, values: np.ndarray) -> None:
         finite = np.isfinite(values)
@@ -122,7 +133,9 @@ class _TrailingWindow:
 
 
 class _RunningMedian:
-    """Exact median of the values added so far (np.median's value): two heaps, O(log n) per value."""
+    """Exact median of the values added so far (np.median's value): two heaps, O(log n) per value.
+    Any split of the values into a lower and an upper half gives the same median, so a batch of
+    values may go in together and be rebalanced once."""
 
     def __init__(self):
         self._low: list[float] = []  # the smaller half, negated (a max-heap)
@@ -132,21 +145,40 @@ class _RunningMedian:
         return len(self._low) + len(self._high)
 
     def add(self, value: float) -> None:
-        if self._low and value > -self._low[0]:
-            heapq.heappush(self._high, value)
+        low, high = self._low, self._high
+        if low and value > -low[0]:
+            heapq.heappush(high, value)
         else:
-            heapq.heappush(self._low, -value)
-        if len(self._low) > len(self._high) + 1:
-            heapq.heappush(self._high, -heapq.heappop(self._low))
-        elif len(self._high) > len(self._low):
-            heapq.heappush(self._low, -heapq.heappop(self._high))
+            heapq.heappush(low, -value)
+        if len(low) > len(high) + 1:
+            heapq.heappush(high, -heapq.heappop(low))
+        elif len(high) > len(low):
+            heapq.heappush(low, -heapq.heappop(high))
+
+    def add_all(self, values: list[float]) -> None:
+        """Add several values: those above the current lower half's largest go to the upper half."""
+        low, high = self._low, self._high
+        pivot = -low[0] if low else -math.inf
+        upper = [value for value in values if value > pivot]
+        if len(upper) < len(values):
+            deque(map(heapq.heappush, repeat(low), [-value for value in values if value <= pivot]), maxlen=0)
+        deque(map(heapq.heappush, repeat(high), upper), maxlen=0)
+        self._rebalance()
+
+    def _rebalance(self) -> None:
+        low, high = self._low, self._high
+        while len(low) > len(high) + 1:
+            heapq.heappush(high, -heapq.heappop(low))
+        while len(high) > len(low):
+            heapq.heappush(low, -heapq.heappop(high))
 
     def median(self) -> float:
-        if not self:
+        low, high = self._low, self._high
+        if not low:
             return math.nan
-        if len(self._low) > len(self._high):
-            return -self._low[0]
-        return (-self._low[0] + self._high[0]) / 2
+        if len(low) > len(high):
+            return -low[0]
+        return (-low[0] + high[0]) / 2
 
 
 class _Repetition:
@@ -198,13 +230,11 @@ class _Repetition:
                 )
             self.keys[rows[:, None], periods - 1, t] = keys
         if cosine is not None:
-            for row, values in zip(rows, cosine.astype(np.float64)):
-                median = self.medians[row]
-                for value in values[np.isfinite(values)].tolist():
-                    median.add(value)
-        for row in rows.tolist():
-            median = self.medians[row]
-            self.baseline[row] = min(max(median.median() if len(median) else 0.0, 0.0), 1.0 - 1e-6)
+            finite = np.isfinite(cosine)
+            for row, values, keep in zip(rows.tolist(), cosine.astype(np.float64), finite):
+                self.medians[row].add_all(values[keep].tolist())
+        medians = np.array([self.medians[row].median() for row in rows.tolist()])
+        self.baseline[rows] = np.minimum(np.maximum(np.nan_to_num(medians, nan=0.0), 0.0), 1.0 - 1e-6)
         loop_min = self._window_min(rows, self.required)
         self._add_records(rows, loop_min, t)
         self.building[:] = False
@@ -269,15 +299,11 @@ class RunningHealth:
         self.running = np.zeros(0, np.int64)  # the sequences valid at the newest step
         self.nonfinite = np.zeros(n, bool)  # at the newest step
         self.any_nonfinite = np.zeros(n, bool)
-        self.entropy, self.surprisal = _FiniteMean(n), _FiniteMean(n)
-        self.confidence, self.answer_confidence = _FiniteMean(n), _FiniteMean(n)
-        self.chosen_probability = _FiniteMean(n)
+        self.means = _FiniteMeans(n, len(_MEANS))
         self.entropy_max = np.full(n, -np.inf)
         self.high_entropy, self.low_margin = np.zeros(n, np.int64), np.zeros(n, np.int64)
-        self.low_entropy_runs = _LongRuns(n, profile.low_entropy_min_run)
-        self.confident_runs = _LongRuns(n, profile.low_entropy_min_run)
-        self.entropy_window, self.margin_window = _TrailingWindow(n, window), _TrailingWindow(n, window)
-        self.norm_window = _TrailingWindow(n, window)
+        self.runs = _LongRuns(n, len(_RUNS), profile.low_entropy_min_run)
+        self.windows = _TrailingWindows(n, len(_WINDOWS), window)
         self.surprisal_ring = np.full((n, window), -np.inf)
         _, self.middle = layer_thirds(num_layers)
         self.middle_nonfinite = np.zeros(n, bool)
@@ -304,7 +330,12 @@ class RunningHealth:
         logits = step.logits[rows].astype(np.float64)
         hidden = step.hidden[rows].astype(np.float64)
         self._add_logits(rows, t, logits)
-        self._add_hidden(rows, t, hidden, logits)
+        norm = self._add_hidden(rows, t, hidden, logits)
+        window = np.empty((rows.size, len(_WINDOWS)))
+        window[:, _WINDOWS["entropy"]] = logits[:, _LOGIT["entropy"]]
+        window[:, _WINDOWS["margin"]] = logits[:, _LOGIT["margin"]]
+        window[:, _WINDOWS["norm"]] = norm
+        self.windows.add(rows, window)
         if step.collapsed_heads is not None:
             self._add_collapsed_heads(rows, step.collapsed_heads[rows].astype(np.float64))
         cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
@@ -314,23 +345,26 @@ class RunningHealth:
         profile = self.profile
         entropy, margin = logits[:, _LOGIT["entropy"]], logits[:, _LOGIT["margin"]]
         max_prob, surprisal = logits[:, _LOGIT["max_prob"]], logits[:, _LOGIT["surprisal"]]
-        self.entropy.add(rows, entropy)
-        self.surprisal.add(rows, surprisal)
-        self.confidence.add(rows, max_prob)
-        if t < profile.answer_steps:
-            self.answer_confidence.add(rows, max_prob)
+        means = np.empty((rows.size, len(_MEANS)))
+        means[:, _MEANS["entropy"]] = entropy
+        means[:, _MEANS["surprisal"]] = surprisal
+        means[:, _MEANS["confidence"]] = max_prob
+        # the answer's first steps only: a NaN counts nowhere
+        means[:, _MEANS["answer_confidence"]] = max_prob if t < profile.answer_steps else np.nan
         with np.errstate(invalid="ignore"):
-            self.chosen_probability.add(rows, np.exp2(-np.maximum(surprisal, 0.0)))
+            means[:, _MEANS["chosen_probability"]] = np.exp2(-np.maximum(surprisal, 0.0))
+        self.means.add(rows, means)
         self.entropy_max[rows] = np.fmax(self.entropy_max[rows], np.where(np.isfinite(entropy), entropy, -np.inf))
         self.high_entropy[rows] += entropy > profile.high_entropy_bits
         self.low_margin[rows] += margin < profile.low_margin
-        self.low_entropy_runs.add(rows, entropy < profile.low_entropy_bits)
-        self.confident_runs.add(rows, max_prob > profile.confident_probability)
-        self.entropy_window.add(rows, entropy)
-        self.margin_window.add(rows, margin)
+        runs = np.empty((rows.size, len(_RUNS)), bool)
+        runs[:, _RUNS["low_entropy"]] = entropy < profile.low_entropy_bits
+        runs[:, _RUNS["confident"]] = max_prob > profile.confident_probability
+        self.runs.add(rows, runs)
         self.surprisal_ring[rows, t % profile.early_warning_window] = np.where(np.isnan(surprisal), -np.inf, surprisal)
 
-    def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, logits: np.ndarray) -> None:
+    def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Update the hidden-state statistics; returns the step's mean L2 over the layers (the norm window's value)."""
         layer_nonfinite = (hidden[..., _NAN_COUNT] > 0) | (hidden[..., _INF_COUNT] > 0)  # [n, L]
         logit_nonfinite = (logits[:, _LOGIT["nan_count"]] > 0) | (logits[:, _LOGIT["inf_count"]] > 0)
         self.nonfinite[:] = False
@@ -342,18 +376,17 @@ class RunningHealth:
         if self.num_layers:
             self._add_call_spread(rows, hidden[:, middle_layer(self.num_layers), _L2])
         if t == 0:  # a causal model's step 0 carries the whole prompt: no norm, no L2 baseline
-            self.norm_window.add(rows, np.full(rows.size, np.nan))
-            return
+            return np.full(rows.size, np.nan)
         l2 = hidden[..., _L2]
         finite = np.isfinite(l2)
-        counts = finite.sum(axis=1)
-        self.norm_window.add(rows, per_count(np.where(finite, l2, 0.0).sum(axis=1), counts))
+        norm = per_count(np.where(finite, l2, 0.0).sum(axis=1), finite.sum(axis=1))
         middle = l2[:, self.middle]
-        self.middle_l2_max[rows] = np.fmax(self.middle_l2_max[rows], np.where(np.isfinite(middle), middle, -np.inf))
-        for row, values in zip(rows, middle):
+        self.middle_l2_max[rows] = np.fmax(self.middle_l2_max[rows], np.where(finite[:, self.middle], middle, -np.inf))
+        for row, values in zip(rows.tolist(), middle.tolist()):
             for median, value in zip(self.middle_l2_medians[row], values):
                 if math.isfinite(value):
-                    median.add(float(value))
+                    median.add(value)
+        return norm
 
     def _add_call_spread(self, rows: np.ndarray, l2: np.ndarray) -> None:
         finite = np.isfinite(l2)
@@ -367,11 +400,12 @@ class RunningHealth:
         self.call_counts[rows] += 1
 
     def _call_spread(self) -> np.ndarray:
-        spread = np.full(self.nonfinite.size, np.nan)
-        for row in self.running.tolist():
-            spread[row] = spread_of_sums(float(self.call_sums[row]), float(self.call_squares[row]),
-                                         int(self.call_counts[row]))
-        return spread
+        """spread_of_sums of every sequence (NaN with fewer than two values), vectorised."""
+        counts = self.call_counts
+        enough = counts >= 2
+        mean = per_count(self.call_sums, np.where(enough, counts, 0))
+        variance = per_count(self.call_squares, np.where(enough, counts, 0)) - mean * mean
+        return np.sqrt(np.maximum(variance, 0.0))
 
     def _add_collapsed_heads(self, rows: np.ndarray, counts: np.ndarray) -> None:
         observed = np.isfinite(counts)
@@ -394,11 +428,12 @@ class RunningHealth:
         exploded = np.zeros(self.nonfinite.size, bool)
         if self.steps - 1 < MIN_BASELINE_STEPS or self.middle.start == self.middle.stop:
             return self.middle_nonfinite.copy()
-        for row in self.running.tolist():
-            baseline = np.array([median.median() for median in self.middle_l2_medians[row]])
-            with np.errstate(invalid="ignore"):
-                exploded[row] = ((self.middle_l2_max[row] > self.profile.l2_explosion_multiplier * baseline)
-                                 & (baseline > 0)).any()
+        running = self.running
+        baseline = np.array([[median.median() for median in self.middle_l2_medians[row]] for row in running.tolist()])
+        baseline = baseline.reshape(running.size, self.middle_l2_max.shape[1])
+        with np.errstate(invalid="ignore"):
+            exploded[running] = ((self.middle_l2_max[running] > self.profile.l2_explosion_multiplier * baseline)
+                                 & (baseline > 0)).any(axis=1)
         return self.middle_nonfinite | exploded
 
     def _collapse_fraction(self) -> np.ndarray:
@@ -432,50 +467,58 @@ class RunningHealth:
     def features(self) -> dict[int, dict[str, float]]:
         """Per sequence running at the newest step, the features risk_features_of gives for its steps so far."""
         steps = self.steps
-        recent, earlier = self.entropy_window.recent_and_earlier()
+        recent, earlier = self.windows.recent_and_earlier()
+        entropy = _WINDOWS["entropy"]
         with np.errstate(invalid="ignore"):
-            rise = recent - earlier
+            rise = recent[:, entropy] - earlier[:, entropy]
         loop_found, loop_share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
         start, end = self.repetition.loops(self.running)
         loop_found[self.running] = start >= 0
+        runs = self.runs.fraction(steps)
+        means = self.means.means(_MEAN_DEFAULTS)
         loop_share[self.running] = np.where(start >= 0, (end - start + 1) / steps, 0.0)
         columns = {
             NAN_OR_INF: self.any_nonfinite.astype(np.float64),
-            "entropy_mean": self.entropy.mean(),
+            "entropy_mean": means[:, _MEANS["entropy"]],
             "entropy_max": np.where(np.isfinite(self.entropy_max), self.entropy_max, 0.0),
-            "surprisal_mean": self.surprisal.mean(),
+            "surprisal_mean": means[:, _MEANS["surprisal"]],
             "high_entropy_fraction": self.high_entropy / steps,
             "low_margin_fraction": self.low_margin / steps,
-            "low_entropy_run_fraction": self.low_entropy_runs.fraction(steps),
+            "low_entropy_run_fraction": runs[:, _RUNS["low_entropy"]],
             "repetition_loop": loop_found,
             "repetition_fraction": loop_share,
             "mid_layer_anomaly": self._mid_layer_anomaly().astype(np.float64),
             "attention_collapse_fraction": self._collapse_fraction(),
             "entropy_rise": np.where(np.isfinite(rise), np.maximum(0.0, rise), 0.0),
-            "confidence_mean": self.confidence.mean(),
-            "answer_uncertainty": 1.0 - self.answer_confidence.mean(default=1.0),
-            "chosen_probability_mean": self.chosen_probability.mean(),
-            "confident_run_fraction": self.confident_runs.fraction(steps),
+            "confidence_mean": means[:, _MEANS["confidence"]],
+            "answer_uncertainty": 1.0 - means[:, _MEANS["answer_confidence"]],
+            "chosen_probability_mean": means[:, _MEANS["chosen_probability"]],
+            "confident_run_fraction": runs[:, _RUNS["confident"]],
             "hidden_norm_spread": self._norm_spread(),
             "hidden_norm_spread_call": self._call_spread(),
         }
-        clipped = {name: np.clip(values, -FEATURE_LIMIT, FEATURE_LIMIT) for name, values in columns.items()}
-        return {row: {name: float(values[row]) for name, values in clipped.items()} for row in self.running.tolist()}
+        names = list(columns)
+        clipped = np.clip(np.stack([columns[name] for name in names]), -FEATURE_LIMIT, FEATURE_LIMIT)
+        running = self.running.tolist()
+        return {row: dict(zip(names, values)) for row, values in zip(running, clipped[:, running].T.tolist())}
 
     def signals(self) -> dict[int, tuple[str, ...]]:
         """Per sequence running at the newest step, its early-warning signals there (early_warning_of, live)."""
         profile = self.profile
-        entropy_recent, entropy_earlier = self.entropy_window.recent_and_earlier()
-        margin_recent, margin_earlier = self.margin_window.recent_and_earlier()
-        norm_recent, norm_earlier = self.norm_window.recent_and_earlier()
+        recent, earlier = self.windows.recent_and_earlier()
+        earlier_std = self.windows.earlier_std()
+        entropy, margin, norm = _WINDOWS["entropy"], _WINDOWS["margin"], _WINDOWS["norm"]
+        entropy_recent, entropy_earlier = recent[:, entropy], earlier[:, entropy]
+        margin_recent, margin_earlier = recent[:, margin], earlier[:, margin]
+        norm_recent, norm_earlier = recent[:, norm], earlier[:, norm]
         with np.errstate(invalid="ignore"):
             rise, drop = entropy_recent - entropy_earlier, margin_earlier - margin_recent
             fired = {
                 "entropy_rising": (rise >= profile.entropy_rise_bits)
-                & (rise >= profile.trend_spread * self.entropy_window.earlier_std()),
+                & (rise >= profile.trend_spread * earlier_std[:, entropy]),
                 "margin_collapsing": (margin_earlier > 0)
                 & (margin_recent <= profile.margin_collapse_ratio * margin_earlier)
-                & (drop >= profile.trend_spread * self.margin_window.earlier_std()),
+                & (drop >= profile.trend_spread * earlier_std[:, margin]),
                 "repetition_building": self.repetition.building,
                 "surprisal_spike": self.surprisal_ring.max(axis=1) > profile.surprisal_spike_bits,
                 "hidden_norm_growth": (norm_earlier > 0) & (norm_recent >= profile.norm_growth_ratio * norm_earlier),

@@ -161,7 +161,7 @@ class StepComputer:
         arrays, rows = self.mirror.arrays, self.mirror.tokens.shape[0]
         tokens = self.mirror.tokens[:, t]
         valid = ~self.finished
-        self.finished = self.finished | np.isin(tokens, self.eos_token_ids)
+        self.finished = self.finished | (tokens[:, None] == self.eos_token_ids).any(axis=1)
         logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
