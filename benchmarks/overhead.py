@@ -4,9 +4,10 @@
     python benchmarks/overhead.py --preset llama3-8b --prompts 512 --batches 1 8
     python benchmarks/overhead.py --preset llama3-1b --compile static --modes off summary full listener
 
-Reports, per prompt length x batch, the median wall time of each capture mode over the median
-of plain generate (ratio), and the peak device memory each mode used beyond plain generate, as
-a share of the model's own weights. `original` reproduces the original CoreVital's approach
+Reports, per prompt length x batch, the median of each capture mode's paired ratios to plain
+generate (ratio, with their interquartile range and the ratio of the two sides' fastest runs:
+a noisy host only ever adds time), and the peak device memory each mode used beyond plain
+generate, as a share of the model's own weights. `original` reproduces the original CoreVital's approach
 (eager attention plus output_attentions / output_hidden_states / output_scores) for scale.
 `listener` is summary mode with a (no-op) step listener attached, `health_stop` summary mode
 with a CoreVitalStoppingCriteria whose rules are all off: both pay the per-step host copy and
@@ -310,6 +311,9 @@ def summarise(pairs: dict, model_bytes: int) -> dict:
             seconds=round(statistics.median(run.seconds for _, run in runs), 4),
             ratio=round(statistics.median(ratios), 3),
             cpu_ratio=round(statistics.median(cpu_ratios), 3),
+            ratio_iqr=[round(q, 3) for q in statistics.quantiles(ratios, n=4)[::2]] if len(ratios) > 1 else None,
+            # the least disturbed run of each side: a noisy host only ever adds time
+            fastest_ratio=round(min(run.seconds for _, run in runs) / min(plain.seconds for plain, _ in runs), 3),
             pair_ratios=[round(x, 3) for x in ratios],
         )
         if runs[0][1].peak_bytes is not None:
