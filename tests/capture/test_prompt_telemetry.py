@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from opentelemetry_instrumentation_corevital.capture import prompt
 from opentelemetry_instrumentation_corevital.capture.prompt import SPARSE_THRESHOLD
 from opentelemetry_instrumentation_corevital.capture.session import CaptureOptions, CaptureSession
 from tests.conftest import build_gpt2, build_llama, prompt_ids
 
 
-def _prompt_summaries(model, ids, mask):
-    session = CaptureSession(model, CaptureOptions(max_steps=3, prompt_telemetry=True, input_batch=ids.shape[0]))
+def _prompt_summaries(model, ids, mask, **options):
+    options = dict(max_steps=3, prompt_telemetry=True, input_batch=ids.shape[0], **options)
+    session = CaptureSession(model, CaptureOptions(**options))
     try:
         session.attach()
         with session.active():
@@ -39,6 +41,30 @@ def test_sdpa_and_eager_give_the_same_prompt_telemetry(build, length):
         for layer in range(len(sdpa.sparse[row])):
             weights, other = sdpa.sparse[row][layer][2], eager.sparse[row][layer][2]
             np.testing.assert_allclose(np.sort(weights, -1), np.sort(other, -1), atol=1e-5)
+
+
+def test_prompt_attention_in_chunks_of_one_query_equals_the_whole_attention_at_once(monkeypatch):
+    """SDPA's recomputed attention, one query per chunk (the sums, and the strongest keys chosen
+    once per layer from every chunk's candidates), equals eager attention's weights taken whole."""
+    monkeypatch.setattr(prompt, "MIN_CHUNK_BYTES", 1)
+    ids = prompt_ids(batch=2, length=40)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    chunked = _prompt_summaries(build_llama("sdpa"), ids, mask, pending_bytes=1)
+    whole = _prompt_summaries(build_llama("eager"), ids, mask)
+    for row in range(2):
+        np.testing.assert_allclose(chunked.basin[row], whole.basin[row], atol=1e-5)
+        for layer in range(len(whole.sparse[row])):
+            got, expected = _strong_links(chunked.sparse[row][layer]), _strong_links(whole.sparse[row][layer])
+            assert got.keys() == expected.keys() and expected
+            np.testing.assert_allclose([got[link] for link in expected], list(expected.values()), atol=1e-5)
+
+
+def _strong_links(sparse) -> dict:
+    """{(head, query, key): weight} of a layer's kept links."""
+    queries, keys, weights = sparse
+    return {(head, int(q), int(k)): float(w) for head in range(weights.shape[0])
+            for q, k, w in zip(queries[head], keys[head], weights[head]) if w > 0}
 
 
 def test_sparse_attention_keeps_only_strong_weights_of_real_tokens():

@@ -2,6 +2,9 @@
 
 Each layer is handled as its attention runs, in chunks of queries, so at most one layer's
 attention for one chunk exists at any time: never the (layers x heads x prompt^2) tensor.
+A chunk holds at most `chunk_bytes` of attention (a share of the model's weights, as the capture's
+pending blocks) and costs a fixed handful of launches: its masses in one matmul, its strongest
+keys per query in one top-k; the strongest per head are chosen once per layer.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ SPARSE_CAP_PER_HEAD = 256
 # hundred entries per head, so long prompts need not pay for a second full prefill attention
 MAX_PROMPT_QUERIES = 512
 _KEYS_PER_QUERY = 8
-_CHUNK_BYTES = 16 * 1024 * 1024  # bounds the transient per-chunk tensors (logits and scores, float32)
+MIN_CHUNK_BYTES = 16 * 1024 * 1024  # the per-chunk transients (logits and scores, float32) may always be this large
 
 
 class PromptProbe:
     """Collects prompt telemetry on the device; copied to the host once at the end."""
 
-    def __init__(self, num_layers: int, rows: slice, attention_mask, length: int):
+    def __init__(self, num_layers: int, rows: slice, attention_mask, length: int, chunk_bytes: int = MIN_CHUNK_BYTES):
+        self.chunk_bytes = max(chunk_bytes, MIN_CHUNK_BYTES)
         # a strided slice (one row per input prompt): indexing with it makes views, never copies
         self.rows = rows
         # [rows, P] True for real prompt tokens; left padding is excluded from every statistic
@@ -54,7 +58,7 @@ class PromptProbe:
         positions = sampled_queries(length, query.device)
 
         def chunks():
-            step = max(1, _CHUNK_BYTES // max(1, self._row_count() * heads * keys_length * 4))
+            step = max(1, self.chunk_bytes // max(1, self._row_count() * heads * keys_length * 4))
             for start in range(0, len(positions), step):
                 chosen = positions[start : start + step]
                 scores = torch.matmul(query[:, :, chosen], key.transpose(-1, -2)).float() * scale
@@ -73,17 +77,17 @@ class PromptProbe:
 
     def _summarise(self, layer: int, chunks, keys_length: int) -> None:
         real = self._real_tokens(keys_length)
-        middle = _middle_third(real)[:, None, None, :]
-        middle_sum = boundary_sum = 0.0
-        best = None
+        # per key: (in the middle third of the real tokens, any key): a query's two masses are its weights times these
+        key_weights = torch.stack((_middle_third(real), torch.ones_like(real)), dim=-1)[:, None]  # [rows, 1, K, 2]
+        masses = 0.0
+        candidates = []
         for positions, probs in chunks:
-            probs = probs * real[:, None, positions, None]
-            mass_middle = (probs * middle).sum(-1)
-            middle_sum = middle_sum + mass_middle.sum(-1)
-            boundary_sum = boundary_sum + (probs.sum(-1) - mass_middle).sum(-1)
-            best = _keep_strongest(best, probs, positions)
-        self.basin[layer] = middle_sum / (boundary_sum + 1e-10)
-        self.sparse[layer] = best
+            query_is_real = real[:, None, positions, None]  # padded queries count nowhere
+            masses = masses + (torch.matmul(probs, key_weights) * query_is_real).sum(-2)  # [rows, heads, 2]
+            candidates.append(_strongest_per_query(probs * query_is_real, positions))
+        middle, total = masses.unbind(-1)
+        self.basin[layer] = middle / (total - middle + 1e-10)
+        self.sparse[layer] = _strongest_per_head(candidates)
 
     def _row_count(self) -> int:
         return len(range(*self.rows.indices(self.rows.stop)))
@@ -104,7 +108,7 @@ class PromptProbe:
         rows = self.rows
         hidden, targets = hidden[rows, :-1], prompt_ids[rows, 1:].long()
         vocab = lm_head.weight.shape[0]
-        chunk = max(1, _CHUNK_BYTES // max(1, self._row_count() * vocab * 4))
+        chunk = max(1, self.chunk_bytes // max(1, self._row_count() * vocab * 4))
         parts = []
         for start in range(0, hidden.shape[1], chunk):
             logits = torch.nn.functional.linear(hidden[:, start : start + chunk], lm_head.weight, lm_head.bias)
@@ -205,22 +209,18 @@ def _mask_rows(mask, rows, positions, length, keys_length) -> torch.Tensor:
     return additive
 
 
-def _keep_strongest(best, probs: torch.Tensor, positions: torch.Tensor):
-    """Merge this chunk's weights above the threshold into the strongest SPARSE_CAP_PER_HEAD per head.
-
-    Two stages keep the selection cheap on long prompts: the strongest keys of each query
-    first, then the strongest of those per head.
-    """
+def _strongest_per_query(probs: torch.Tensor, positions: torch.Tensor):
+    """A chunk's candidates for the sparse profile: each query's _KEYS_PER_QUERY strongest keys
+    above the threshold, (query, key, weight) each [rows, heads, chunk x keys kept]."""
     rows, heads, chunk, keys = probs.shape
     per_query = min(_KEYS_PER_QUERY, keys)
     weights, key_index = probs.masked_fill(probs <= SPARSE_THRESHOLD, 0.0).topk(per_query, dim=-1)
     queries = positions[None, None, :, None].expand(rows, heads, chunk, per_query)
-    weights = weights.reshape(rows, heads, -1)
-    key_index = key_index.reshape(rows, heads, -1).int()
-    queries = queries.reshape(rows, heads, -1).int()
-    if best is not None:
-        queries = torch.cat((best[0], queries), -1)
-        key_index = torch.cat((best[1], key_index), -1)
-        weights = torch.cat((best[2], weights), -1)
+    return queries.reshape(rows, heads, -1), key_index.reshape(rows, heads, -1), weights.reshape(rows, heads, -1)
+
+
+def _strongest_per_head(candidates: list):
+    """The SPARSE_CAP_PER_HEAD strongest of a layer's candidates per head: (query, key, weight)."""
+    queries, keys, weights = (torch.cat(parts, -1) for parts in zip(*candidates))
     weights, order = weights.topk(min(SPARSE_CAP_PER_HEAD, weights.shape[-1]), dim=-1)
-    return queries.gather(-1, order), key_index.gather(-1, order), weights
+    return queries.gather(-1, order).int(), keys.gather(-1, order).int(), weights

@@ -285,7 +285,7 @@ class CaptureSession:
             if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:
                 stride = max(1, ids.shape[0] // max(1, self.options.input_batch))
                 rows = slice(0, ids.shape[0], stride)
-                self.prompt = PromptProbe(self.layout.num_layers, rows, attention_mask, ids.shape[1])
+                self.prompt = PromptProbe(self.layout.num_layers, rows, attention_mask, ids.shape[1], chunk_bytes=pending)
         elif self.step < self.buffers.max_steps:
             parents = self._take_parents()
             if parents is None and self.buffers.row_hashes is not None:
