@@ -13,6 +13,8 @@ from opentelemetry_instrumentation_corevital.analysis import analyze
 from opentelemetry_instrumentation_corevital.summaries import HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from opentelemetry_instrumentation_corevital.telemetry import payload as P
 from opentelemetry_instrumentation_corevital.telemetry.payload import decode_payload, event_size, payload_events
+from opentelemetry_instrumentation_corevital.telemetry.payload.encode import _SparseAttention
+from opentelemetry_instrumentation_corevital.telemetry.payload.format import array_event, array_event_size
 from tests.support.payload_runs import (
     F16,
     assert_prompt_round_trip,
@@ -111,6 +113,23 @@ def test_sizes_are_exact_otlp_protobuf_sizes():
     # the events themselves, plus a few bytes of longer length prefixes of the enclosing messages
     assert info[P.PAYLOAD_BYTES] <= growth <= info[P.PAYLOAD_BYTES] + 8
     assert info[P.PAYLOAD_BYTES] == sum(event_size(*event) for event in events)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float16", "float32", "int64"])
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 749, 750, 751, 1500, 1501, 4000])  # chunk edges: 1500 bytes = 2000 chars
+def test_array_event_size_without_encoding_is_the_encoded_events_size(dtype, length):
+    array = np.arange(length).astype(dtype)
+    extra = {P.CAP: 17}
+    expected = event_size(*array_event("prompt_attention", "key", array, dtype, extra=extra))
+    assert array_event_size("prompt_attention", "key", array.shape, dtype, extra) == expected
+
+
+def test_the_sparse_attention_size_at_every_cap_is_its_encoded_size():
+    _, prompt = synthetic_run()
+    sparse = _SparseAttention(prompt.sparse)
+    assert sparse.max_count > 1
+    for cap in range(1, sparse.max_count + 2):
+        assert sparse.size(cap) == sum(event_size(*event) for event in sparse.events(cap)), cap
 
 
 # -- budget ---------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from .format import (
     UNAVAILABLE_REASON,
     VERSION,
     array_event,
+    array_event_size,
     chunks,
     count_dtype,
     float_dtype,
@@ -261,7 +262,8 @@ def _prompt_events(prompt) -> list[tuple[str, dict]]:
 
 
 class _SparseAttention:
-    """Sparse prompt attention, sorted once; `events(cap)` encodes it with a per-head cap."""
+    """Sparse prompt attention, sorted once; `events(cap)` encodes it with a per-head cap and
+    `size(cap)` gives those events' exact size without encoding them."""
 
     def __init__(self, rows):
         self.num_rows = len(rows)
@@ -287,10 +289,14 @@ class _SparseAttention:
         self.counts = (self.weight > 0).sum(-1)  # kept entries are a prefix of each head
         self.max_count = int(self.counts.max(initial=0))
 
-    def events(self, cap: int) -> list[tuple[str, dict]]:
+    def _kept(self, cap: int):
         counts = np.minimum(self.counts, cap)
-        keep = np.arange(self.weight.shape[-1]) < counts[..., None]
-        query, key, weight = self.query[keep], self.key[keep], self.weight[keep]
+        keep = np.arange(min(cap, self.weight.shape[-1])) < counts[..., None]
+        return counts, self.query[..., : keep.shape[-1]][keep], self.key[..., : keep.shape[-1]][keep], keep
+
+    def events(self, cap: int) -> list[tuple[str, dict]]:
+        counts, query, key, keep = self._kept(cap)
+        weight = self.weight[..., : keep.shape[-1]][keep]
         extra = {CAP: int(cap)}
         return [
             array_event("prompt_attention", "counts", counts, int_dtype(counts), extra=extra),
@@ -299,16 +305,27 @@ class _SparseAttention:
             array_event("prompt_attention", "weight", weight, "float16", extra=extra),
         ]
 
+    def size(self, cap: int) -> int:
+        """sum(event_size(*event) for event in self.events(cap)), from the arrays' lengths and dtypes."""
+        counts, query, key, _ = self._kept(cap)
+        extra = {CAP: int(cap)}
+        return sum(
+            array_event_size("prompt_attention", name, shape, dtype, extra)
+            for name, shape, dtype in (
+                ("counts", counts.shape, int_dtype(counts)),
+                ("query", query.shape, int_dtype(query)),
+                ("key", key.shape, int_dtype(key)),
+                ("weight", query.shape, "float16"),  # one weight per kept link, as one query
+            )
+        )
+
 
 def _fit_prompt_attention(sparse: _SparseAttention, budget: int):
     """(events, truncation note) with the largest per-head cap that fits, or (None, None)."""
 
-    def size(cap: int) -> int:
-        return sum(event_size(*event) for event in sparse.events(cap))
-
-    full = sparse.events(sparse.max_count)
-    if sum(event_size(*event) for event in full) <= budget:
-        return full, None
+    size = sparse.size
+    if size(sparse.max_count) <= budget:
+        return sparse.events(sparse.max_count), None
     if sparse.max_count <= 1 or size(1) > budget:
         return None, None
     low, high = 1, sparse.max_count - 1  # size(low) fits; find the largest cap that does

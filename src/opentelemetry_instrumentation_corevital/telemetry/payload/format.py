@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...config import DEFAULT_PAYLOAD_MAX_BYTES
+from .otlp_size import event_size
 
 PAYLOAD_VERSION = 2  # 2: token_pattern replaces token_ids without content capture
 DEFAULT_MAX_BYTES = DEFAULT_PAYLOAD_MAX_BYTES
@@ -150,6 +151,21 @@ def array_event(
     if extra:
         attributes.update(extra)
     return EVENT_PREFIX + section, attributes
+
+
+def array_event_size(section: str, name: str, shape: Sequence[int], dtype: str, extra: dict | None = None) -> int:
+    """event_size(*array_event(section, name, array, dtype, extra=extra)) for any array of `shape`,
+    without encoding it: the size depends on the data only through its length."""
+    data_chars = 4 * math.ceil(math.prod(shape) * np.dtype(dtype).itemsize / 3)
+    full, rest = divmod(data_chars, CHUNK_CHARS)
+    data = [_FILLER] * full + ([_FILLER[:rest]] if rest or not full else [])
+    attributes = {SECTION: section, ARRAY: name, DTYPE: dtype, SHAPE: [int(n) for n in shape], DATA: data}
+    if extra:
+        attributes.update(extra)
+    return event_size(EVENT_PREFIX + section, attributes)
+
+
+_FILLER = "A" * CHUNK_CHARS
 
 
 def decode_array(attributes: Mapping[str, Any]) -> np.ndarray:
