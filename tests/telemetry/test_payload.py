@@ -121,7 +121,7 @@ def test_array_event_size_without_encoding_is_the_encoded_events_size(dtype, len
     array = np.arange(length).astype(dtype)
     extra = {P.CAP: 17}
     expected = event_size(*array_event("prompt_attention", "key", array, dtype, extra=extra))
-    assert array_event_size("prompt_attention", "key", array.shape, dtype, extra) == expected
+    assert array_event_size("prompt_attention", "key", array.shape, dtype, extra=extra) == expected
 
 
 def test_the_sparse_attention_size_at_every_cap_is_its_encoded_size():

@@ -141,19 +141,13 @@ class _RunningMedian:
         self._low: list[float] = []  # the smaller half, negated (a max-heap)
         self._high: list[float] = []
 
-    def __len__(self) -> int:
-        return len(self._low) + len(self._high)
-
     def add(self, value: float) -> None:
         low, high = self._low, self._high
         if low and value > -low[0]:
             heapq.heappush(high, value)
         else:
             heapq.heappush(low, -value)
-        if len(low) > len(high) + 1:
-            heapq.heappush(high, -heapq.heappop(low))
-        elif len(high) > len(low):
-            heapq.heappush(low, -heapq.heappop(high))
+        self._rebalance()
 
     def add_all(self, values: list[float]) -> None:
         """Add several values: those above the current lower half's largest go to the upper half."""
@@ -401,10 +395,9 @@ class RunningHealth:
 
     def _call_spread(self) -> np.ndarray:
         """spread_of_sums of every sequence (NaN with fewer than two values), vectorised."""
-        counts = self.call_counts
-        enough = counts >= 2
-        mean = per_count(self.call_sums, np.where(enough, counts, 0))
-        variance = per_count(self.call_squares, np.where(enough, counts, 0)) - mean * mean
+        counts = np.where(self.call_counts >= 2, self.call_counts, 0)  # 0: NaN
+        mean = per_count(self.call_sums, counts)
+        variance = per_count(self.call_squares, counts) - mean * mean
         return np.sqrt(np.maximum(variance, 0.0))
 
     def _add_collapsed_heads(self, rows: np.ndarray, counts: np.ndarray) -> None:

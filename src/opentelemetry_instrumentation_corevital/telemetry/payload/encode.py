@@ -310,7 +310,7 @@ class _SparseAttention:
         counts, query, key, _ = self._kept(cap)
         extra = {CAP: int(cap)}
         return sum(
-            array_event_size("prompt_attention", name, shape, dtype, extra)
+            array_event_size("prompt_attention", name, shape, dtype, extra=extra)
             for name, shape, dtype in (
                 ("counts", counts.shape, int_dtype(counts)),
                 ("query", query.shape, int_dtype(query)),

@@ -139,33 +139,31 @@ def array_event(
     extra: dict | None = None,
 ) -> tuple[str, dict]:
     array = np.asarray(array)
-    attributes = {
-        SECTION: section,
-        ARRAY: name,
-        DTYPE: dtype,
-        SHAPE: [int(n) for n in array.shape],
-        DATA: chunks(encode_array(array, dtype)),
-    }
+    return _array_event(section, name, array.shape, dtype, chunks(encode_array(array, dtype)), fields, extra)
+
+
+def array_event_size(
+    section: str,
+    name: str,
+    shape: Sequence[int],
+    dtype: str,
+    fields: Sequence[str] | None = None,
+    extra: dict | None = None,
+) -> int:
+    """event_size(*array_event(section, name, array, dtype, fields, extra)) for any array of
+    `shape`, without encoding it: the size depends on the data only through its length."""
+    data_chars = 4 * -(-math.prod(shape) * np.dtype(dtype).itemsize // 3)  # base64 of that many bytes
+    data = chunks("A" * data_chars)  # any characters: only their count is sized
+    return event_size(*_array_event(section, name, shape, dtype, data, fields, extra))
+
+
+def _array_event(section, name, shape, dtype, data, fields, extra) -> tuple[str, dict]:
+    attributes = {SECTION: section, ARRAY: name, DTYPE: dtype, SHAPE: [int(n) for n in shape], DATA: data}
     if fields:
         attributes[FIELDS] = list(fields)
     if extra:
         attributes.update(extra)
     return EVENT_PREFIX + section, attributes
-
-
-def array_event_size(section: str, name: str, shape: Sequence[int], dtype: str, extra: dict | None = None) -> int:
-    """event_size(*array_event(section, name, array, dtype, extra=extra)) for any array of `shape`,
-    without encoding it: the size depends on the data only through its length."""
-    data_chars = 4 * math.ceil(math.prod(shape) * np.dtype(dtype).itemsize / 3)
-    full, rest = divmod(data_chars, CHUNK_CHARS)
-    data = [_FILLER] * full + ([_FILLER[:rest]] if rest or not full else [])
-    attributes = {SECTION: section, ARRAY: name, DTYPE: dtype, SHAPE: [int(n) for n in shape], DATA: data}
-    if extra:
-        attributes.update(extra)
-    return event_size(EVENT_PREFIX + section, attributes)
-
-
-_FILLER = "A" * CHUNK_CHARS
 
 
 def decode_array(attributes: Mapping[str, Any]) -> np.ndarray:
