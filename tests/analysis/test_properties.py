@@ -1,14 +1,18 @@
+import dataclasses
 import math
 import re
 import warnings
 from dataclasses import asdict
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from opentelemetry_instrumentation_corevital.analysis import FINGERPRINT_LAYOUT, analyze, early_warning
+from opentelemetry_instrumentation_corevital.analysis.health import l2_explosions
+from opentelemetry_instrumentation_corevital.analysis.repetition import period_matches, repetition_loop_of
+from opentelemetry_instrumentation_corevital.analysis.sequence import finite_column_medians, sequence_view
 from tests.support.strategies import ANY_FLOAT32, PROFILE, run_summaries
 
 
@@ -67,3 +71,28 @@ def test_padding_steps_never_change_the_analysis(run, data):
     if run.repetition_cosine is not None:
         run.repetition_cosine[padding] = 1.0
     np.testing.assert_equal(asdict(analyze(run, PROFILE)), asdict(before))  # NaN (a feature not measured) equals NaN
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=12),
+                  elements=st.one_of(st.floats(-1e6, 1e6), st.just(np.nan), st.just(np.inf), st.just(-np.inf))))
+def test_finite_column_medians_equal_nanmedian_of_the_finite_values(values):
+    finite_only = np.where(np.isfinite(values), values, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(finite_only, axis=0) if len(values) else np.full(values.shape[1:], np.nan)
+    np.testing.assert_array_equal(finite_column_medians(values), expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(run_summaries())
+def test_findings_shared_by_analyses_are_computed_once_and_read_only(run):
+    assume(run.num_sequences > 0)
+    view = sequence_view(run, 0)
+    explosions = l2_explosions(view, PROFILE)
+    assert l2_explosions(view, PROFILE) is explosions
+    assert not explosions.flags.writeable
+    assert repetition_loop_of(view, PROFILE) is repetition_loop_of(view, PROFILE)
+    assert not period_matches(view, PROFILE).runs.flags.writeable
+    other = dataclasses.replace(PROFILE, l2_explosion_multiplier=PROFILE.l2_explosion_multiplier * 2)
+    np.testing.assert_array_equal(l2_explosions(view, other), l2_explosions(sequence_view(run, 0), other))

@@ -9,15 +9,13 @@ cosine (repetition.py). So a model CoreVital has never seen is quiet on healthy 
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from ..health_vocabulary import HealthFlags
 from ..profiles import Profile
 from ..summaries import RunSummaries
 from .repetition import repetition_loop_of
-from .sequence import SequenceView, sequence_view
+from .sequence import SequenceView, finite_column_medians, once_per_view, sequence_view
 
 NAN_OR_INF = "nan_or_inf"  # the risk factor and warning signal for any NaN/Inf
 
@@ -59,6 +57,7 @@ def nonfinite_steps(view: SequenceView) -> np.ndarray:
 MIN_BASELINE_STEPS = 3
 
 
+@once_per_view
 def l2_explosions(view: SequenceView, profile: Profile) -> np.ndarray:
     """bool [S, L]: a middle-third layer whose L2 at a decoding step exceeds the multiplier
     times that same layer's median L2 over the call's decoding steps.
@@ -76,9 +75,8 @@ def l2_explosions(view: SequenceView, profile: Profile) -> np.ndarray:
     if decoding.sum() < MIN_BASELINE_STEPS or middle.start == middle.stop:
         return exploded
     observed = np.where(decoding[:, None] & np.isfinite(l2), l2, np.nan)[:, middle]
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # a layer never observed has no baseline
-        baseline = np.nanmedian(observed, axis=0)
+    baseline = finite_column_medians(observed)  # NaN for a layer never observed: it has no baseline
+    with np.errstate(invalid="ignore"):
         exploded[:, middle] = (observed > profile.l2_explosion_multiplier * baseline) & (baseline > 0)
     return exploded
 
@@ -99,7 +97,8 @@ def collapsed_heads(view: SequenceView) -> np.ndarray | None:
     return np.where(view.valid[:, None], counts, np.nan)
 
 
-def unusual_collapse_layers(view: SequenceView, profile: Profile) -> list[int]:
+@once_per_view
+def unusual_collapse_layers(view: SequenceView, profile: Profile) -> tuple[int, ...]:
     """Layers whose collapsed-head count exceeds their own median over the call by
     max(1, blame_collapse_excess_fraction * num_heads) on at least `collapse_persistence` of the
     observed steps. Many heads collapse by design (sinks, sliding-window layers) and single
@@ -107,14 +106,13 @@ def unusual_collapse_layers(view: SequenceView, profile: Profile) -> list[int]:
     no link to failures), so only a lasting change against the layer itself counts."""
     counts = collapsed_heads(view)
     if counts is None:
-        return []
+        return ()
     excess = max(1.0, profile.blame_collapse_excess_fraction * view.num_heads)
-    blamed = []
-    for layer in range(counts.shape[1]):
-        observed = counts[:, layer][np.isfinite(counts[:, layer])]
-        if observed.size >= 2 and (observed >= np.median(observed) + excess).mean() >= profile.collapse_persistence:
-            blamed.append(layer)
-    return blamed
+    observed = np.isfinite(counts)
+    seen = observed.sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        above = ((counts >= finite_column_medians(counts) + excess) & observed).sum(axis=0) / np.maximum(seen, 1)
+    return tuple(int(layer) for layer in np.flatnonzero((seen >= 2) & (above >= profile.collapse_persistence)))
 
 
 def high_entropy_mask(view: SequenceView, profile: Profile) -> np.ndarray:

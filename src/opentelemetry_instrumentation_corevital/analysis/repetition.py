@@ -23,7 +23,7 @@ import numpy as np
 
 from ..profiles import Profile
 from ..summaries import RunSummaries
-from .sequence import SequenceView, run_lengths, sequence_view
+from .sequence import SequenceView, once_per_view, run_lengths, sequence_view
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,7 @@ class PeriodMatches:
     periods: np.ndarray  # int [P], 1..P
     repeats: np.ndarray  # bool [P, S]: step s repeats at periods[p]
     required_run: np.ndarray  # int [P]: consecutive repeating steps that make a loop
-
-    @property
-    def runs(self) -> np.ndarray:
-        """int [P, S]: length of the repeating run ending at each step (uses steps <= s only)."""
-        return run_lengths(self.repeats)
+    runs: np.ndarray  # int [P, S]: length of the repeating run ending at each step (uses steps <= s only)
 
 
 def relative_cosine(view: SequenceView) -> np.ndarray | None:
@@ -60,6 +56,7 @@ def relative_cosine(view: SequenceView) -> np.ndarray | None:
     return (cosine - baseline) / (1.0 - baseline)
 
 
+@once_per_view
 def period_matches(view: SequenceView, profile: Profile) -> PeriodMatches:
     steps = view.num_steps
     periods = np.arange(1, min(profile.repetition_max_period, max(steps - 1, 0)) + 1)
@@ -73,9 +70,13 @@ def period_matches(view: SequenceView, profile: Profile) -> PeriodMatches:
             same &= (cosine > profile.repetition_cosine) & (relative[period:, period - 1] > profile.repetition_relative_cosine)
         repeats[row, period:] = same
     required = np.maximum(profile.repetition_min_steps, 2 * periods)
-    return PeriodMatches(periods=periods, repeats=repeats, required_run=required)
+    matches = PeriodMatches(periods=periods, repeats=repeats, required_run=required, runs=run_lengths(repeats))
+    for array in (matches.periods, matches.repeats, matches.required_run, matches.runs):
+        array.flags.writeable = False
+    return matches
 
 
+@once_per_view
 def repetition_loop_of(view: SequenceView, profile: Profile) -> Repetition | None:
     """The earliest-starting loop (shortest period on a tie), or None."""
     matches = period_matches(view, profile)

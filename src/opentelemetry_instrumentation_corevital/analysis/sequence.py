@@ -1,14 +1,16 @@
 """One returned sequence of a RunSummaries, with the numeric helpers every analysis needs.
 
 Arrays keep the original step indexing (so step numbers in results match the run); `valid`
-says which steps count. Non-finite values in the summaries mean either a real NaN/Inf in the
+says which steps count. Findings that several analyses read (a loop, the layers' L2 baselines)
+are computed once per view and profile (`once_per_view`) and handed out read-only. Non-finite values in the summaries mean either a real NaN/Inf in the
 model (health.py reads the counts for that) or "not observed" (attention on skipped steps),
 so every average here ignores them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +28,8 @@ class SequenceView:
     attention: np.ndarray | None  # [S, L, len(ATTENTION_STATS)]
     repetition_cosine: np.ndarray | None  # [S, R]
     num_heads: int
+    # function -> (profile, its finding) for once_per_view
+    findings: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def num_steps(self) -> int:
@@ -57,6 +61,25 @@ class SequenceView:
         return self.attention[..., ATTENTION_STATS.index(name)].astype(np.float64)
 
 
+def once_per_view(function):
+    """`function(view, profile)` runs once per view and profile; later calls get the same
+    finding. Arrays in it are made read-only, so no caller can change what another reads."""
+
+    @functools.wraps(function)
+    def finding(view: SequenceView, profile):
+        kept = view.findings.get(function)
+        if kept is not None and kept[0] is profile:
+            return kept[1]
+        value = function(view, profile)
+        for array in value if isinstance(value, tuple) else (value,):
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False
+        view.findings[function] = (profile, value)
+        return value
+
+    return finding
+
+
 def sequence_view(summaries: RunSummaries, i: int, upto_step: int | None = None) -> SequenceView:
     """The i-th returned sequence; with `upto_step`, only steps 0..upto_step (a live prefix)."""
     end = None if upto_step is None else max(0, int(upto_step) + 1)
@@ -83,6 +106,20 @@ def finite_mean(values: np.ndarray, default: float = 0.0) -> float:
 def finite_max(values: np.ndarray, default: float = 0.0) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.max()) if finite.size else default
+
+
+def finite_column_medians(values: np.ndarray) -> np.ndarray:
+    """[S, C] -> the median of each column's finite values [C], NaN for a column without any
+    (np.nanmedian's values, without its per-column masked-array path)."""
+    if not len(values):
+        return np.full(values.shape[1:], np.nan)
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=0)
+    ordered = np.sort(np.where(finite, values, np.inf), axis=0)  # the finite values first
+    middle = np.stack((np.maximum(counts - 1, 0) // 2, counts // 2))  # [2, C]
+    lower, upper = np.take_along_axis(ordered, np.minimum(middle, len(values) - 1), axis=0)
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, (lower + upper) / 2, np.nan)
 
 
 def fraction(mask: np.ndarray) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -76,24 +75,34 @@ def collapsed_head_counts(entropy: np.ndarray, options) -> np.ndarray:
 
 
 def attention_summaries(heads: np.ndarray | None, t_idx, r_idx, options) -> np.ndarray | None:
+    """Per-head entropy and concentration [F, L, 2, R, H] -> the ATTENTION_STATS of each
+    sequence's steps [N, S, L, len(ATTENTION_STATS)]; NaN where the step's attention was not
+    observed. Reduced once per forward row (only the observed ones), then indexed by path."""
     if heads is None:
         return None
-    per_head = heads[t_idx, :, :, r_idx]  # [N, S, L, 2, H]
-    entropy, concentration = per_head[..., 0, :], per_head[..., 1, :]
-    missing = np.isnan(entropy).all(-1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: steps without attention
-        focused = (concentration > options.focused_head_concentration).sum(-1).astype(np.float32)
+    entropy, concentration = heads[:, :, 0], heads[:, :, 1]  # [F, L, R, H]
+    observed = ~np.isnan(entropy).all(-1)  # [F, L, R]
+    per_row = np.full((*observed.shape, len(ATTENTION_STATS)), np.nan, dtype=np.float32)
+    if observed.any():
+        per_row[observed] = _head_reductions(entropy[observed], concentration[observed], options)
+    return per_row[t_idx, :, r_idx]
+
+
+def _head_reductions(entropy: np.ndarray, concentration: np.ndarray, options) -> np.ndarray:
+    """Observed rows' per-head values [M, H] (NaN only for a head the model made NaN) -> [M, len(ATTENTION_STATS)]."""
+    heads_seen = (~np.isnan(entropy)).sum(-1)
+    with np.errstate(invalid="ignore"):
         columns = {
-            "entropy_min": np.nanmin(entropy, -1),
-            "entropy_mean": np.nanmean(entropy, -1),
-            "entropy_max": np.nanmax(entropy, -1),
-            "concentration_min": np.nanmin(concentration, -1),
-            "concentration_max": np.nanmax(concentration, -1),
+            # fmin/fmax skip NaN without nanmin's copies and warnings
+            "entropy_min": np.fmin.reduce(entropy, axis=-1),
+            "entropy_mean": np.where(np.isnan(entropy), np.float32(0), entropy).sum(-1) / heads_seen,
+            "entropy_max": np.fmax.reduce(entropy, axis=-1),
+            "concentration_min": np.fmin.reduce(concentration, axis=-1),
+            "concentration_max": np.fmax.reduce(concentration, axis=-1),
             "collapsed_heads": collapsed_head_counts(entropy, options),
-            "focused_heads": np.where(missing, np.nan, focused),
+            "focused_heads": (concentration > options.focused_head_concentration).sum(-1),
         }
-    return np.stack([columns[name] for name in ATTENTION_STATS], axis=-1).astype(np.float32)
+    return np.stack([columns[name] for name in ATTENTION_STATS], axis=-1)
 
 
 def repetition_by_lag(repetition_cosine: np.ndarray, t_idx, r_idx) -> np.ndarray:
