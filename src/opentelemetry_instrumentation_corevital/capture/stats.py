@@ -123,17 +123,22 @@ def newest_query_attention_layers(pending: list) -> torch.Tensor:
     """Batched newest-query attention for layers whose keys share one length.
 
     pending: (query [R, H, Q, D], key [R, Hkv, T, D], mask, scaling, softcap) per layer.
-    The layers' newest queries are stacked and laid out once; each layer then costs a single
-    matmul (keys times queries, so no per-layer view of either); one softmax and the reductions
-    cover all layers: [L, 2, R, H].
+    The layers' newest queries are stacked and laid out once; each layer then costs one view of
+    its keys and one batched matmul into its slice of a shared result (keys times queries: the
+    keys stay where the cache holds them); one softmax and the reductions cover all layers:
+    [L, 2, R, H]. On a decoding step the host's dispatch of these few operators per layer is
+    the cost, so each layer gets no more of them than that.
     """
     query, key = pending[0][0], pending[0][1]
     rows, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
+    kv_heads, keys = key.shape[1], key.shape[2]
+    group = heads // kv_heads
     newest = torch.stack([q for q, *_ in pending])[:, :, :, -1]  # [L, R, H, D]
-    per_layer = newest.reshape(len(pending), rows, kv_heads, heads // kv_heads, dim).transpose(-1, -2).unbind(0)
-    by_key = torch.stack([torch.matmul(k, q) for (_, k, *_), q in zip(pending, per_layer)])  # [L, R, Hkv, T, G]
-    scores = by_key.transpose(-1, -2).reshape(len(pending), rows, heads, -1).float()
+    per_layer = newest.reshape(len(pending), rows * kv_heads, group, dim).transpose(-1, -2).contiguous()
+    by_key = torch.empty((len(pending), rows * kv_heads, keys, group), dtype=newest.dtype, device=newest.device)
+    for (_, k, *_), q, out in zip(pending, per_layer.unbind(0), by_key.unbind(0)):
+        torch.bmm(k.reshape(rows * kv_heads, keys, dim), q, out=out)
+    scores = by_key.view(len(pending), rows, kv_heads, keys, group).transpose(-1, -2).reshape(len(pending), rows, heads, -1).float()
     scales = [s if s is not None else 1.0 / math.sqrt(dim) for *_, s, _ in pending]
     if len(set(scales)) == 1:
         scores = scores * scales[0]
