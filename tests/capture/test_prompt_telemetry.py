@@ -88,3 +88,17 @@ def test_prompt_surprisal_matches_a_plain_forward():
         log_probs = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
     expected = (-log_probs.gather(1, ids[0, 1:, None]).squeeze(1) / math.log(2)).numpy()
     np.testing.assert_allclose(summaries.surprisal[0], expected, atol=1e-3)
+
+
+def test_a_batch_shares_the_sampled_prompt_queries_at_least_the_floor_per_prompt():
+    """8 prompts of 200 tokens: 512 / 8 = 64 evenly spaced query positions each, the last
+    included; the strongest links come from those queries only."""
+    ids = prompt_ids(batch=8, length=200)
+    summaries = _prompt_summaries(build_llama(), ids, torch.ones_like(ids))
+    per_prompt = max(prompt.MIN_QUERIES_PER_PROMPT, prompt.MAX_PROMPT_QUERIES // 8)
+    assert per_prompt == 64
+    sampled = set(prompt.sampled_queries(200, per_prompt, "cpu").tolist())
+    assert len(sampled) == per_prompt and 199 in sampled and 0 in sampled
+    for row in range(8):
+        queries = {int(q) for layer in summaries.sparse[row] for q, w in zip(layer[0].ravel(), layer[2].ravel()) if w > 0}
+        assert len(queries) > 8 and queries <= sampled

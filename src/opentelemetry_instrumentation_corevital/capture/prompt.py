@@ -19,10 +19,13 @@ from .stats import LN2
 
 SPARSE_THRESHOLD = 0.01
 SPARSE_CAP_PER_HEAD = 256
-# prompt attention is recomputed for at most this many evenly spaced query rows (the last one
-# always included): the basin score is a mean over queries and the sparse profile keeps a few
-# hundred entries per head, so long prompts need not pay for a second full prefill attention
+# prompt attention is recomputed for at most this many evenly spaced query rows per call (the
+# last one always included), shared among the batch's prompts but at least
+# MIN_QUERIES_PER_PROMPT each: the basin score is a mean over queries and the sparse profile
+# keeps a few hundred entries per head, so long prompts and large batches need not pay for a
+# second full prefill attention
 MAX_PROMPT_QUERIES = 512
+MIN_QUERIES_PER_PROMPT = 64
 _KEYS_PER_QUERY = 8
 MIN_CHUNK_BYTES = 16 * 1024 * 1024  # the per-chunk transients (logits and scores, float32) may always be this large
 
@@ -55,7 +58,7 @@ class PromptProbe:
         keys_length = key.shape[2]
         key = key.repeat_interleave(heads // key.shape[1], dim=1)
         scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
-        positions = sampled_queries(length, query.device)
+        positions = sampled_queries(length, self._queries_per_prompt(), query.device)
 
         def chunks():
             step = max(1, self.chunk_bytes // max(1, self._row_count() * heads * keys_length * 4))
@@ -71,7 +74,7 @@ class PromptProbe:
 
     def observe_weights(self, layer: int, weights: torch.Tensor) -> None:
         """Eager attention already returned its weights [R, H, P, P]."""
-        positions = sampled_queries(weights.shape[2], weights.device)
+        positions = sampled_queries(weights.shape[2], self._queries_per_prompt(), weights.device)
         probs = weights[self.rows][:, :, positions].float().nan_to_num(0.0)
         self._summarise(layer, [(positions, probs)], probs.shape[3])
 
@@ -91,6 +94,9 @@ class PromptProbe:
 
     def _row_count(self) -> int:
         return len(range(*self.rows.indices(self.rows.stop)))
+
+    def _queries_per_prompt(self) -> int:
+        return max(MIN_QUERIES_PER_PROMPT, MAX_PROMPT_QUERIES // max(1, self._row_count()))
 
     def _real_tokens(self, keys_length: int) -> torch.Tensor:
         real = self.real
@@ -186,11 +192,11 @@ def _middle_third(real: torch.Tensor) -> torch.Tensor:
     return ((real > 0) & (rank >= count // 3) & (rank < 2 * count // 3)).float()
 
 
-def sampled_queries(length: int, device) -> torch.Tensor:
-    """All query positions, or MAX_PROMPT_QUERIES evenly spaced ones ending with the last."""
-    if length <= MAX_PROMPT_QUERIES:
+def sampled_queries(length: int, count: int, device) -> torch.Tensor:
+    """All query positions, or `count` evenly spaced ones ending with the last."""
+    if length <= count:
         return torch.arange(length, device=device)
-    return torch.linspace(length - 1, 0, MAX_PROMPT_QUERIES, device=device).round().long().flip(0)
+    return torch.linspace(length - 1, 0, count, device=device).round().long().flip(0)
 
 
 def _mask_rows(mask, rows, positions, length, keys_length) -> torch.Tensor:
