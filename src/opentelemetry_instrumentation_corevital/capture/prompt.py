@@ -54,17 +54,19 @@ class PromptProbe:
     def observe_attention(self, layer: int, query, key, mask, scaling, softcap=None) -> None:
         """Recompute prompt attention from q and k (SDPA, flash, flex), a chunk of queries at a time."""
         query, key = query[self.rows], key[self.rows]
-        heads, length, dim = query.shape[1], query.shape[2], query.shape[3]
-        keys_length = key.shape[2]
-        key = key.repeat_interleave(heads // key.shape[1], dim=1)
+        rows, heads, length, dim = query.shape
+        kv_heads, keys_length = key.shape[1], key.shape[2]
+        # grouped-query heads share their key head: queries of a group go in one matmul with it
+        keys_by_head = key.transpose(-1, -2)  # [rows, kv heads, D, K]
         scale = scaling if scaling is not None else 1.0 / math.sqrt(dim)
         positions = sampled_queries(length, self._queries_per_prompt(), query.device)
 
         def chunks():
-            step = max(1, self.chunk_bytes // max(1, self._row_count() * heads * keys_length * 4))
+            step = max(1, self.chunk_bytes // max(1, rows * heads * keys_length * 4))
             for start in range(0, len(positions), step):
                 chosen = positions[start : start + step]
-                scores = torch.matmul(query[:, :, chosen], key.transpose(-1, -2)).float() * scale
+                grouped = query[:, :, chosen].reshape(rows, kv_heads, -1, dim)  # [rows, kv heads, G x chunk, D]
+                scores = torch.matmul(grouped, keys_by_head).view(rows, heads, len(chosen), -1).float() * scale
                 if softcap:
                     scores = torch.tanh(scores / softcap) * softcap
                 scores = scores + _mask_rows(mask, self.rows, chosen, length, keys_length)
