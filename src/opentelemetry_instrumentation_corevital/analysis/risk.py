@@ -22,7 +22,9 @@ from ..summaries import RunSummaries
 from .health import NAN_OR_INF, mid_layer_anomalies, nonfinite_steps
 from .layers import unusual_collapse_layers
 from .repetition import repetition_loop_of
-from .sequence import SequenceView, finite_max, finite_mean, fraction, run_lengths, sequence_view, trailing_window_means
+from .sequence import (
+    SequenceView, finite_max, finite_mean, fraction, per_count, run_lengths, sequence_view, trailing_window_means,
+)
 
 FACTOR_OF_FEATURE = {
     "entropy_mean": "high_entropy",
@@ -140,12 +142,14 @@ def shifted_log_norm_sums(l2_norms: np.ndarray) -> tuple[float, float, float, in
     return float(logs[0]), float(total), float(squares), int(finite.size)
 
 
-def spread_of_sums(total: float, squares: float, count: int) -> float:
-    """Standard deviation from shifted_log_norm_sums' sums; NaN with fewer than 2 values."""
-    if count < 2:
-        return math.nan
-    mean = total / count
-    return math.sqrt(max(squares / count - mean * mean, 0.0))
+def spread_of_sums(total, squares, count):
+    """Standard deviation from shifted_log_norm_sums' sums; NaN with fewer than 2 values. Takes
+    arrays of sums too (the live listener's, one per sequence) and returns one spread each."""
+    counts = np.asarray(count)
+    usable = np.where(counts >= 2, counts, 0)  # a count of 0 gives NaN
+    mean = per_count(np.asarray(total, np.float64), usable)
+    spread = np.sqrt(np.maximum(per_count(np.asarray(squares, np.float64), usable) - mean * mean, 0.0))
+    return float(spread) if spread.ndim == 0 else spread
 
 
 def hidden_norm_spread_call(view: SequenceView) -> float:

@@ -28,7 +28,7 @@ import numpy as np
 from ..profiles import WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
-from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer
+from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer, spread_of_sums
 from .sequence import per_count
 
 _LOGIT = {name: LOGIT_STATS.index(name) for name in LOGIT_STATS}
@@ -393,13 +393,6 @@ class RunningHealth:
         self.call_squares[rows] += deviations * deviations
         self.call_counts[rows] += 1
 
-    def _call_spread(self) -> np.ndarray:
-        """spread_of_sums of every sequence (NaN with fewer than two values), vectorised."""
-        counts = np.where(self.call_counts >= 2, self.call_counts, 0)  # 0: NaN
-        mean = per_count(self.call_sums, counts)
-        variance = per_count(self.call_squares, counts) - mean * mean
-        return np.sqrt(np.maximum(variance, 0.0))
-
     def _add_collapsed_heads(self, rows: np.ndarray, counts: np.ndarray) -> None:
         observed = np.isfinite(counts)
         whole = np.where(observed, counts, 0.0)
@@ -488,7 +481,7 @@ class RunningHealth:
             "chosen_probability_mean": means[:, _MEANS["chosen_probability"]],
             "confident_run_fraction": runs[:, _RUNS["confident"]],
             "hidden_norm_spread": self._norm_spread(),
-            "hidden_norm_spread_call": self._call_spread(),
+            "hidden_norm_spread_call": spread_of_sums(self.call_sums, self.call_squares, self.call_counts),
         }
         names = list(columns)
         clipped = np.clip(np.stack([columns[name] for name in names]), -FEATURE_LIMIT, FEATURE_LIMIT)

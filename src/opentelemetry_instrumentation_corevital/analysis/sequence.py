@@ -1,10 +1,10 @@
 """One returned sequence of a RunSummaries, with the numeric helpers every analysis needs.
 
 Arrays keep the original step indexing (so step numbers in results match the run); `valid`
-says which steps count. Findings that several analyses read (a loop, the layers' L2 baselines)
-are computed once per view and profile (`once_per_view`) and handed out read-only. Non-finite values in the summaries mean either a real NaN/Inf in the
+says which steps count. Non-finite values in the summaries mean either a real NaN/Inf in the
 model (health.py reads the counts for that) or "not observed" (attention on skipped steps),
-so every average here ignores them.
+so every average here ignores them. Findings that several analyses read (a loop, the layers'
+L2 baselines) are computed once per view and profile (`once_per_view`) and handed out read-only.
 """
 
 from __future__ import annotations

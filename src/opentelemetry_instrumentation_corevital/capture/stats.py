@@ -138,7 +138,8 @@ def newest_query_attention_layers(pending: list) -> torch.Tensor:
     by_key = torch.empty((len(pending), rows * kv_heads, keys, group), dtype=newest.dtype, device=newest.device)
     for (_, k, *_), q, out in zip(pending, per_layer.unbind(0), by_key.unbind(0)):
         torch.bmm(k.reshape(rows * kv_heads, keys, dim), q, out=out)
-    scores = by_key.view(len(pending), rows, kv_heads, keys, group).transpose(-1, -2).reshape(len(pending), rows, heads, -1).float()
+    scores = by_key.view(len(pending), rows, kv_heads, keys, group).transpose(-1, -2)
+    scores = scores.reshape(len(pending), rows, heads, -1).float()
     scales = [s if s is not None else 1.0 / math.sqrt(dim) for *_, s, _ in pending]
     if len(set(scales)) == 1:
         scores = scores * scales[0]
