@@ -132,6 +132,31 @@ def test_the_sparse_attention_size_at_every_cap_is_its_encoded_size():
         assert sparse.size(cap) == sum(event_size(*event) for event in sparse.events(cap)), cap
 
 
+def test_the_sparse_attention_size_follows_the_kept_positions_dtype_at_every_cap():
+    """Strong links between early positions, weak ones reaching past 255 and 65535: the kept
+    positions' integer dtype changes with the cap (uint8, uint16, uint32), and so must the size."""
+    rng = np.random.default_rng(3)
+    heads, width = 4, 12
+
+    def layer(offset):
+        weights = np.sort(rng.uniform(0.02, 1.0, (heads, width)), axis=-1)[:, ::-1].copy()
+        weights[:, -2:] = 0.0  # unused slots
+        positions = np.arange(width)[None, :] * np.array([1, 40, 8000, 3])[:, None] + offset
+        shuffle = rng.permutation(width)  # entries arrive in any order; the strongest are kept first
+        return positions[:, shuffle], (positions + 1)[:, shuffle], weights[:, shuffle]
+
+    sparse = _SparseAttention([[layer(0), None, layer(5)], [layer(2), layer(1), None]])
+    dtypes = set()
+    for cap in range(1, sparse.max_count + 2):
+        events = sparse.events(cap)
+        dtypes.add(dict(events[1][1])[P.DTYPE])
+        assert sparse.size(cap) == sum(event_size(*event) for event in events), cap
+    assert {"uint8", "uint16", "uint32"} <= dtypes
+    negative = _SparseAttention([[layer(-3)]])  # never captured, but sized exactly all the same
+    for cap in range(1, negative.max_count + 2):
+        assert negative.size(cap) == sum(event_size(*event) for event in negative.events(cap)), cap
+
+
 # -- budget ---------------------------------------------------------------------------------------
 
 

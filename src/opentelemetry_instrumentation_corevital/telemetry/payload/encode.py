@@ -46,6 +46,7 @@ from .format import (
     TOKEN_PATTERN,
     TRUNCATED,
     UNAVAILABLE_REASON,
+    UNSIGNED_DTYPES,
     VERSION,
     array_event,
     array_event_size,
@@ -288,6 +289,10 @@ class _SparseAttention:
                 self.weight[r, l, :h, :c] = np.take_along_axis(w, order, -1)
         self.counts = (self.weight > 0).sum(-1)  # kept entries are a prefix of each head
         self.max_count = int(self.counts.max(initial=0))
+        # per unsigned dtype too small for some position: each head's first entry beyond it, so
+        # the dtype of any cap's kept positions is known without gathering them (positions are
+        # never negative; were one, sizes would be taken from the gathered positions instead)
+        self.first_beyond = [_first_beyond(positions) for positions in (self.query, self.key)]
 
     def _kept(self, cap: int):
         counts = np.minimum(self.counts, cap)
@@ -307,17 +312,50 @@ class _SparseAttention:
 
     def size(self, cap: int) -> int:
         """sum(event_size(*event) for event in self.events(cap)), from the arrays' lengths and dtypes."""
-        counts, query, key, _ = self._kept(cap)
+        counts = np.minimum(self.counts, cap)
+        kept = (int(counts.sum()),)
+        query_dtype, key_dtype = (self._positions_dtype(which, counts, cap) for which in (0, 1))
         extra = {CAP: int(cap)}
         return sum(
             array_event_size("prompt_attention", name, shape, dtype, extra=extra)
             for name, shape, dtype in (
                 ("counts", counts.shape, int_dtype(counts)),
-                ("query", query.shape, int_dtype(query)),
-                ("key", key.shape, int_dtype(key)),
-                ("weight", query.shape, "float16"),  # one weight per kept link, as one query
+                ("query", kept, query_dtype),
+                ("key", kept, key_dtype),
+                ("weight", kept, "float16"),  # one weight per kept link
             )
         )
+
+    def _positions_dtype(self, which: int, counts: np.ndarray, cap: int) -> str:
+        """int_dtype of the kept query (0) or key (1) positions at this cap."""
+        beyond = self.first_beyond[which]
+        if beyond is None:  # a negative position: the kept positions themselves say
+            return int_dtype(self._kept(cap)[1 + which])
+        return _kept_int_dtype(beyond, counts)
+
+
+def _first_beyond(positions: np.ndarray) -> dict[str, np.ndarray] | None:
+    """{dtype: index of each head's first position above its maximum (the width where none)}
+    for the unsigned dtypes some position exceeds; None when a position is negative."""
+    if positions.size and positions.min() < 0:
+        return None
+    highest = int(positions.max(initial=0))
+    beyond = {}
+    for name in UNSIGNED_DTYPES:
+        if highest > np.iinfo(name).max:
+            above = positions > np.iinfo(name).max
+            beyond[name] = np.where(above.any(-1), above.argmax(-1), positions.shape[-1])
+    return beyond
+
+
+def _kept_int_dtype(beyond: dict[str, np.ndarray], counts: np.ndarray) -> str:
+    """int_dtype of the non-negative positions kept with these per-head counts."""
+    if not counts.any():
+        return int_dtype(np.zeros(0, np.int64))
+    for name in UNSIGNED_DTYPES:
+        if name not in beyond or (beyond[name] >= counts).all():
+            return name
+    return "int64"
 
 
 def _fit_prompt_attention(sparse: _SparseAttention, budget: int):

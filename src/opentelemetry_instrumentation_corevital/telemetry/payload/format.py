@@ -104,13 +104,16 @@ def count_dtype(array: np.ndarray) -> str:
     return "float16" if integral and top <= _FLOAT16_EXACT_INT else "float32"
 
 
+UNSIGNED_DTYPES = ("uint8", "uint16", "uint32")  # int_dtype's choices for non-negative integers, smallest first
+
+
 def int_dtype(array: np.ndarray) -> str:
     values = np.asarray(array)
     if values.size == 0:
         return "uint8"
     low, high = int(values.min()), int(values.max())
     if low >= 0:
-        for name in ("uint8", "uint16", "uint32"):
+        for name in UNSIGNED_DTYPES:
             if high <= np.iinfo(name).max:
                 return name
         return "int64"
