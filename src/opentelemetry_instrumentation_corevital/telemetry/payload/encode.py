@@ -282,11 +282,11 @@ class _SparseAttention:
                     continue
                 q, k, w = (np.asarray(part) for part in layer)
                 w = np.where(np.isfinite(w) & (w > 0), w, 0.0).astype(np.float32)
-                order = np.argsort(-w, axis=-1, kind="stable")  # strongest first; unused slots last
+                if not (w[:, :-1] >= w[:, 1:]).all():  # capture hands each head's strongest first already
+                    order = np.argsort(-w, axis=-1, kind="stable")  # strongest first; unused slots last
+                    q, k, w = (np.take_along_axis(part, order, -1) for part in (q, k, w))
                 h, c = w.shape
-                self.query[r, l, :h, :c] = np.take_along_axis(q, order, -1)
-                self.key[r, l, :h, :c] = np.take_along_axis(k, order, -1)
-                self.weight[r, l, :h, :c] = np.take_along_axis(w, order, -1)
+                self.query[r, l, :h, :c], self.key[r, l, :h, :c], self.weight[r, l, :h, :c] = q, k, w
         self.counts = (self.weight > 0).sum(-1)  # kept entries are a prefix of each head
         self.max_count = int(self.counts.max(initial=0))
         # per unsigned dtype too small for some position: each head's first entry beyond it, so
