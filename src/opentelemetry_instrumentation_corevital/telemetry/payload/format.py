@@ -129,6 +129,9 @@ def encode_array(array: np.ndarray, dtype: str) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+_FULL_CHUNK = "A" * CHUNK_CHARS
+
+
 def chunks(text: str) -> list[str]:
     return [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
 
@@ -156,7 +159,9 @@ def array_event_size(
     """event_size(*array_event(section, name, array, dtype, fields, extra)) for any array of
     `shape`, without encoding it: the size depends on the data only through its length."""
     data_chars = 4 * -(-math.prod(shape) * np.dtype(dtype).itemsize // 3)  # base64 of that many bytes
-    data = chunks("A" * data_chars)  # any characters: only their count is sized
+    full, rest = divmod(data_chars, CHUNK_CHARS)
+    # chunks() of any text of that length: only the characters' count is sized
+    data = [_FULL_CHUNK] * full + (["A" * rest] if rest or not full else [])
     return event_size(*_array_event(section, name, shape, dtype, data, fields, extra))
 
 

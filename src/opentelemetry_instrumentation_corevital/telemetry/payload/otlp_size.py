@@ -33,7 +33,7 @@ def _any_value_size(value) -> int:
     if isinstance(value, float):
         return 9
     if isinstance(value, str):
-        return _field_size(len(value.encode("utf-8")))
+        return _field_size(_utf8_length(value))
     if isinstance(value, bytes):
         return _field_size(len(value))
     if isinstance(value, Mapping):
@@ -43,8 +43,12 @@ def _any_value_size(value) -> int:
     raise TypeError(f"not an attribute value: {type(value).__name__}")
 
 
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # isascii() costs no pass over the text
+
+
 def _key_value_size(key: str, value) -> int:
-    return _field_size(len(key.encode("utf-8"))) + _field_size(_any_value_size(value))
+    return _field_size(_utf8_length(key)) + _field_size(_any_value_size(value))
 
 
 def event_size(name: str, attributes: Mapping[str, Any]) -> int:
@@ -52,6 +56,6 @@ def event_size(name: str, attributes: Mapping[str, Any]) -> int:
 
     Counts a non-zero time_unix_nano (fixed64) and no dropped attributes.
     """
-    body = 9 + _field_size(len(name.encode("utf-8")))
+    body = 9 + _field_size(_utf8_length(name))
     body += sum(_field_size(_key_value_size(key, value)) for key, value in attributes.items())
     return _field_size(body)
