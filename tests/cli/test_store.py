@@ -202,8 +202,11 @@ def test_filters_and_unknown_ids(tmp_path, generated_spans):
     assert len(store.runs(RunFilter(label=full.risk.label))) >= 1
     assert store.runs(RunFilter(model="gpt2")) == []
     assert len(store.runs(RunFilter(limit=1))) == 1
-    with pytest.raises(UnknownRunError, match="no run 0123"):
-        store.report("0123")
+    # span ids are random: take a prefix that starts neither stored id
+    unknown = next(prefix for prefix in ("0123", "4567") if not any(
+        run_id.startswith(prefix) for run_id in (full.span_id, summary.span_id)))
+    with pytest.raises(UnknownRunError, match=f"no run {unknown}"):
+        store.report(unknown)
     with pytest.raises(UnknownRunError, match="not a run id"):
         store.report("xyz!")
     with pytest.raises(StoreError, match="no run store"):
