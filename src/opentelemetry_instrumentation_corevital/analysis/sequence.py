@@ -63,7 +63,8 @@ class SequenceView:
 
 def once_per_view(function):
     """`function(view, profile)` runs once per view and profile; later calls get the same
-    finding. Arrays in it are made read-only, so no caller can change what another reads."""
+    finding. An array finding is made read-only, so no caller can change what another reads
+    (a finding holding arrays makes them read-only itself, as period_matches does)."""
 
     @functools.wraps(function)
     def finding(view: SequenceView, profile):
@@ -71,9 +72,8 @@ def once_per_view(function):
         if kept is not None and kept[0] is profile:
             return kept[1]
         value = function(view, profile)
-        for array in value if isinstance(value, tuple) else (value,):
-            if isinstance(array, np.ndarray):
-                array.flags.writeable = False
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
         view.findings[function] = (profile, value)
         return value
 
