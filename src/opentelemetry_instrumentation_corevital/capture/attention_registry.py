@@ -19,19 +19,26 @@ from transformers.modeling_utils import AttentionInterface
 
 from .session import active_session
 
+_is_compiling = torch.compiler.is_compiling
+
 _ORIGINALS: dict[str, object] = {}
 
 
 def _probed(attention_function):
     @functools.wraps(attention_function)
     def probed(module, query, key, value, attention_mask, *args, **kwargs):
-        # inside a compiled region the session reads no ContextVar: it captures no attention there
-        session = None if torch.compiler.is_compiling() else active_session()
-        where = None if session is None else session.attention_slot(module)
-        if where is not None:
-            with session._guard("attention"):  # a fault here is the session's, never the caller's
-                attended_key, mask = attended(module, query, key, attention_mask, kwargs)
-                session.observe_attention(where, query, attended_key, mask, kwargs)
+        # every layer of every step passes here: inside a compiled region the session reads no
+        # ContextVar (it captures no attention there); outside, the thread's session says at once
+        # whether it records this step
+        session = None if _is_compiling() else active_session()
+        if session is not None and session.recording_attention:
+            where = session.layout.attention_modules.get(id(module))
+            if where is not None:
+                try:  # a fault here is the session's, never the caller's
+                    attended_key, mask = attended(module, query, key, attention_mask, kwargs)
+                    session.observe_attention(where, query, attended_key, mask, kwargs)
+                except Exception as exc:
+                    session.record_fault("attention", exc)
         return attention_function(module, query, key, value, attention_mask, *args, **kwargs)
 
     probed.__corevital_original__ = attention_function

@@ -115,6 +115,7 @@ class StepBuffers:
         self.heads: torch.Tensor | None = None
         self.cross_heads: torch.Tensor | None = None
         self.hidden_rows: list = [None] * self.num_layers
+        self._hidden_rows_filled = 0  # how many of hidden_rows hold this step's state
         # unit last-layer states of the REPETITION_LAGS steps before the pending layer block, oldest first
         self.recent_states: torch.Tensor | None = None
         self.log_probs: torch.Tensor | None = None  # [R, V] of step `log_probs_step`
@@ -142,6 +143,8 @@ class StepBuffers:
     def record_hidden_output(self, layer: int, output: torch.Tensor) -> None:
         """A layer's output [R, T, D]. A decode step's (T = 1) is never reused in place: keep a
         reference, at no device cost. The prompt's: copy the newest position so the rest can be freed."""
+        if self.hidden_rows[layer] is None:
+            self._hidden_rows_filled += 1
         self.hidden_rows[layer] = output[:, -1:, :].clone() if output.shape[1] > 1 else output
 
     def record_heads(self, step: int, layer: int, cross: bool, per_head: torch.Tensor) -> None:
@@ -242,7 +245,7 @@ class StepBuffers:
         """Every layer ran: reduce this step's attention, and add the layers' newest states to the pending block."""
         if self.pending_attention:
             self._reduce_pending_attention(step)
-        if any(row is None for row in self.hidden_rows):
+        if self._hidden_rows_filled < self.num_layers:
             return
         if self._pending_layers is None:
             reference = self.hidden_rows[-1]  # [R, 1, D]
@@ -257,6 +260,7 @@ class StepBuffers:
         slot = pending.slot(step)
         torch.stack(self.hidden_rows, out=slot.view(self.num_layers, self.rows, 1, -1))
         self.hidden_rows = [None] * self.num_layers
+        self._hidden_rows_filled = 0
         if pending.full:
             self.flush_layers()
 

@@ -42,6 +42,8 @@ from .prompt import PromptProbe
 
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
+# bound once: the probes ask it at every layer of every step (Dynamo knows the function, not the name)
+_is_compiling = torch.compiler.is_compiling
 
 
 def active_session() -> "CaptureSession | None":
@@ -135,7 +137,8 @@ class CaptureSession:
         self._probing_forward = False
         # set by the forward pre-hook: the layers' states, and their attention, are recorded at this step
         self._recording_layers = False
-        self._recording_attention = False
+        # read by the attention-registry probe, which got this session from its own thread
+        self.recording_attention = False
         self._loop_turns = 0
         self._handles: list = []
         self._restore: list = []
@@ -180,10 +183,14 @@ class CaptureSession:
         self._probing_forward = True
         self._hold(_ATTENTION_REGISTRY)
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
-        self._handles.append(self.model.register_forward_hook(self._on_forward_end))
+        if self.options.num_beams > 1:
+            self._handles.append(self.model.register_forward_hook(self._on_forward_end))
+        # the prompt's probe needs a layer's keyword inputs; a hook without them costs the step less
+        prompt_inputs = self.options.prompt_telemetry
+        layer_hook = self._on_prompt_layer_output if prompt_inputs else self._on_layer_output
         for index, layer in enumerate(layout.decoder_layers):
-            hook = functools.partial(self._on_layer_output, index)
-            self._handles.append(layer.register_forward_hook(hook, with_kwargs=True))
+            hook = functools.partial(layer_hook, index)
+            self._handles.append(layer.register_forward_hook(hook, with_kwargs=prompt_inputs))
         if self.options.prompt_telemetry and layout.decoder_root is not None and not layout.is_encoder_decoder:
             self._handles.append(layout.decoder_root.register_forward_hook(self._on_decoder_output))
         self._handles.append(layout.lm_head.register_forward_hook(self._on_head_output))
@@ -217,7 +224,7 @@ class CaptureSession:
         self._held.append(patch)
 
     def _remove_forward_probes(self) -> None:
-        self._probing_forward = self._recording_layers = self._recording_attention = False
+        self._probing_forward = self._recording_layers = self.recording_attention = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -248,7 +255,7 @@ class CaptureSession:
 
     def record_fault(self, stage: str, exc: BaseException) -> None:
         """The first fault ends the capture: probes stop recording at once."""
-        self._recording_layers = self._recording_attention = False
+        self._recording_layers = self.recording_attention = False
         if self.fault is None:
             self.fault = (stage, exc)
 
@@ -263,7 +270,7 @@ class CaptureSession:
         if torch.compiler.is_compiling() or not self._owns_call():
             return
         self.step += 1
-        self._recording_layers = self._recording_attention = False
+        self._recording_layers = self.recording_attention = False
         if not self.capturing:
             return
         with self._guard("step"):
@@ -272,7 +279,7 @@ class CaptureSession:
                 self._prefill_kwargs = kwargs
             self._begin_step(ids, kwargs.get("attention_mask"))
             self._recording_layers = self.buffers.in_range(self.step)
-            self._recording_attention = self._recording_layers and not self.step % self.options.attention_stride
+            self.recording_attention = self._recording_layers and not self.step % self.options.attention_stride
 
     def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
         """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
@@ -319,26 +326,35 @@ class CaptureSession:
                 self.clock.mark_first_token()
 
     def _on_forward_end(self, module, args, output):
+        """Beam search only: the first forward's output holds the cache generate reorders."""
         if torch.compiler.is_compiling() or not self._owns_call():
             return
-        if not (self.capturing and self.step == 0 and self.options.num_beams > 1):
+        if not (self.capturing and self.step == 0):
             return
         with self._guard("beam"):
             self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
-    def _on_layer_output(self, index, module, args, kwargs, output=None):
+    def _on_layer_output(self, index, module, args, output):
         # every layer at every step: a flag, then the owner, and a reference kept (no guard object)
-        if torch.compiler.is_compiling() or not self._recording_layers or not self._owns_call():
+        if _is_compiling() or not self._recording_layers or _ACTIVE.get() is not self:
             return
         hidden = output[0] if isinstance(output, (tuple, list)) else output
         try:
             self.buffers.record_hidden_output(index, hidden)
         except Exception as exc:
             self.record_fault("hidden", exc)
-        if self.prompt is not None and self.step == 0:
-            with self._guard("prompt"):
-                layer_input = args[0] if args else kwargs.get("hidden_states")
-                self.prompt.observe_layer(index, layer_input, hidden)
+
+    def _on_prompt_layer_output(self, index, module, args, kwargs, output=None):
+        """_on_layer_output, and at the prompt's forward the prompt probe's view of the layer."""
+        self._on_layer_output(index, module, args, output)
+        if self.prompt is None or self.step != 0 or _is_compiling() or not self._recording_layers:
+            return
+        if _ACTIVE.get() is not self:
+            return
+        with self._guard("prompt"):
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            layer_input = args[0] if args else kwargs.get("hidden_states")
+            self.prompt.observe_layer(index, layer_input, hidden)
 
     def _on_decoder_output(self, module, args, output):
         if torch.compiler.is_compiling() or not self._owns_call():
@@ -358,9 +374,10 @@ class CaptureSession:
 
     def attention_slot(self, module) -> tuple[int, bool] | None:
         """(layer, is cross-attention) when this session records `module`'s attention at this step, else None."""
-        if torch.compiler.is_compiling() or not self._recording_attention or not self._owns_call():
+        if _is_compiling() or not self.recording_attention or not self._owns_call():
             return None
         return self.layout.attention_modules.get(id(module))
+
 
     def _on_eager_attention(self, attention_module, module, args, output):
         where = self.attention_slot(attention_module)
