@@ -17,9 +17,7 @@ import functools
 import torch
 from transformers.modeling_utils import AttentionInterface
 
-from .session import active_session
-
-_is_compiling = torch.compiler.is_compiling
+from .session import _is_compiling, active_session
 
 _ORIGINALS: dict[str, object] = {}
 

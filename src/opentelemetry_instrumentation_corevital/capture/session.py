@@ -42,7 +42,8 @@ from .prompt import PromptProbe
 
 _logger = logging.getLogger(__name__)
 _ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("corevital_capture_session", default=None)
-# bound once: the probes ask it at every layer of every step (Dynamo knows the function, not the name)
+# bound once: the probes here and in attention_registry ask it at every layer of every step
+# (Dynamo recognises the function object, whatever name it is called by)
 _is_compiling = torch.compiler.is_compiling
 
 
@@ -267,7 +268,7 @@ class CaptureSession:
     # Every probe inside the forward returns at once when Dynamo traces it: a compile the session
     # did not detect then gets a plain pass-through instead of a graph break or an error.
     def _on_forward_start(self, module, args, kwargs=None):
-        if torch.compiler.is_compiling() or not self._owns_call():
+        if _is_compiling() or not self._owns_call():
             return
         self.step += 1
         self._recording_layers = self.recording_attention = False
@@ -327,14 +328,14 @@ class CaptureSession:
 
     def _on_forward_end(self, module, args, output):
         """Beam search only: the first forward's output holds the cache generate reorders."""
-        if torch.compiler.is_compiling() or not self._owns_call():
+        if _is_compiling() or not self._owns_call():
             return
         if not (self.capturing and self.step == 0):
             return
         with self._guard("beam"):
             self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
-    def _on_layer_output(self, index, module, args, output):
+    def _on_layer_output(self, index, module, args, output, kwargs=None):
         # every layer at every step: a flag, then the owner, and a reference kept (no guard object)
         if _is_compiling() or not self._recording_layers or _ACTIVE.get() is not self:
             return
@@ -343,21 +344,17 @@ class CaptureSession:
             self.buffers.record_hidden_output(index, hidden)
         except Exception as exc:
             self.record_fault("hidden", exc)
+        if self.prompt is not None and self.step == 0:
+            with self._guard("prompt"):
+                layer_input = args[0] if args else (kwargs or {}).get("hidden_states")
+                self.prompt.observe_layer(index, layer_input, hidden)
 
     def _on_prompt_layer_output(self, index, module, args, kwargs, output=None):
-        """_on_layer_output, and at the prompt's forward the prompt probe's view of the layer."""
-        self._on_layer_output(index, module, args, output)
-        if self.prompt is None or self.step != 0 or _is_compiling() or not self._recording_layers:
-            return
-        if _ACTIVE.get() is not self:
-            return
-        with self._guard("prompt"):
-            hidden = output[0] if isinstance(output, (tuple, list)) else output
-            layer_input = args[0] if args else kwargs.get("hidden_states")
-            self.prompt.observe_layer(index, layer_input, hidden)
+        """The layer hook when the prompt is probed: the prompt probe may need the layer's keyword inputs."""
+        self._on_layer_output(index, module, args, output, kwargs)
 
     def _on_decoder_output(self, module, args, output):
-        if torch.compiler.is_compiling() or not self._owns_call():
+        if _is_compiling() or not self._owns_call():
             return
         if not (self.capturing and self.step == 0 and self.prompt is not None):
             return
@@ -367,7 +364,7 @@ class CaptureSession:
 
     def _on_head_output(self, module, args, output):
         """The output head runs after every layer: reduce this step's layer rows and attention."""
-        if torch.compiler.is_compiling() or not self._recording_layers or not self._owns_call():
+        if _is_compiling() or not self._recording_layers or not self._owns_call():
             return
         with self._guard("hidden"):
             self.buffers.record_layers(self.step)
@@ -377,7 +374,6 @@ class CaptureSession:
         if _is_compiling() or not self.recording_attention or not self._owns_call():
             return None
         return self.layout.attention_modules.get(id(module))
-
 
     def _on_eager_attention(self, attention_module, module, args, output):
         where = self.attention_slot(attention_module)
