@@ -62,7 +62,8 @@ def count(preset: str, mode: str, prompt: int, batch: int, new_tokens: int) -> i
             f"--callgrind-out-file={out}", sys.executable, __file__, "--child",
             preset, mode, str(prompt), str(batch), str(new_tokens),
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # a fixed hash seed: string hashes decide dict probing, and so part of the count
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"{mode} x {new_tokens}: valgrind failed: {done.stderr.strip().splitlines()[-1:]}")

@@ -18,6 +18,12 @@ the forward by itself (its default CompileConfig: inductor with CUDA graphs, "re
 `--compile static-inductor` the same without CUDA graphs. There the table also gives how many
 graphs Dynamo compiled after the warm-up (0 is the target: any is a recompile CoreVital caused),
 and plain generate's median before any instrumented run and after the last one.
+`probe_floor` is plain generate with probes that see every layer at every step and do
+nothing: a forward hook on each decoder layer and a pass-through wrapper in transformers'
+attention registry (the two call paths summary mode probes through), no CoreVital at all: the
+floor of summary's per-step cost on the dynamic path. `probe_floor_forward` replaces the hooks
+with a pass-through `forward` on each layer instance, the cheapest way Python can see a layer's
+output (no hook dispatch).
 `plain_control` among the modes pairs plain generate with itself, before any instrumented
 run (the noise floor of a paired ratio); on the compiled path plain generate is then timed
 again, so a drift of the host shows apart from anything instrumented runs leave behind.
@@ -29,6 +35,7 @@ each mode adds to plain generate per decoding step (from a short and a long call
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import platform
@@ -45,6 +52,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from torch._dynamo.utils import counters
 from transformers import CompileConfig, LlamaConfig, LlamaForCausalLM
+from transformers.modeling_utils import AttentionInterface
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, CoreVitalStoppingCriteria
 
@@ -75,6 +83,7 @@ PRESETS = {
 DEFAULT_MODES = ["off", "summary", "full", "on_risk", "original"]
 LIVE_MODES = ("listener", "health_stop")  # summary capture plus real-time health on every step
 CONTROL = "plain_control"  # plain generate paired with itself
+FLOORS = ("probe_floor", "probe_floor_forward")  # plain generate with empty probes at every layer
 
 
 class _Discard(SpanExporter):
@@ -142,6 +151,43 @@ def timed_generate(model, ids, new_tokens: int, device: str, original: bool = Fa
     return Run(seconds, peak, cpu_seconds=cpu_seconds)
 
 
+@contextlib.contextmanager
+def empty_probes(model, hooks: bool = True):
+    """A pass-through wrapper around every attention function in transformers' registry, and on
+    every decoder layer a forward hook that does nothing (`hooks`) or a pass-through `forward`
+    set on the instance: summary mode's call paths into each layer, with nothing done in them."""
+    registry = AttentionInterface._global_mapping
+    originals = dict(registry)
+
+    def through(function):
+        def probed(module, query, key, value, attention_mask, *args, **kwargs):
+            return function(module, query, key, value, attention_mask, *args, **kwargs)
+        return probed
+
+    def nothing(module, args, output):
+        return None
+
+    def seen(forward):
+        def observed(*args, **kwargs):
+            return forward(*args, **kwargs)
+        return observed
+
+    layers = model.model.layers
+    handles = [layer.register_forward_hook(nothing) for layer in layers] if hooks else []
+    if not hooks:
+        for layer in layers:
+            layer.forward = seen(layer.forward)
+    registry.update({name: through(function) for name, function in originals.items()})
+    try:
+        yield
+    finally:
+        registry.update(originals)
+        for handle in handles:
+            handle.remove()
+        for layer in layers if not hooks else ():
+            del layer.forward
+
+
 class Modes:
     """Switches between plain generate and each capture mode between timed runs."""
 
@@ -155,6 +201,9 @@ class Modes:
     def run(self, mode: str, ids, new_tokens: int, device: str) -> Run:
         if mode in ("plain", CONTROL):
             return timed_generate(self.model, ids, new_tokens, device)
+        if mode in FLOORS:
+            with empty_probes(self.model, hooks=mode == "probe_floor"):
+                return timed_generate(self.model, ids, new_tokens, device)
         if mode == "original":
             self.model.set_attn_implementation("eager")
             try:
