@@ -29,17 +29,23 @@ def attention_functions() -> dict:
 
 
 def forward_hooks(model) -> dict[str, tuple]:
-    """Every module's forward hooks, by module name (only modules that have any)."""
-    return {name: tuple(module._forward_hooks) for name, module in model.named_modules() if module._forward_hooks}
+    """Every module's forward hooks and `forward` of its own (a layer probe), by module name
+    (only modules that have any)."""
+    return {
+        name: (tuple(module._forward_hooks), module.__dict__.get("forward"))
+        for name, module in model.named_modules()
+        if module._forward_hooks or "forward" in module.__dict__
+    }
 
 
 def all_hooks(model) -> dict[str, tuple]:
-    """Forward and forward-pre hooks by module name. transformers itself may keep hooks of its
-    own on a model (output capturing), so tests compare against a snapshot, not against {}."""
+    """Forward and forward-pre hooks and `forward` of its own by module name. transformers itself
+    may keep hooks of its own on a model (output capturing), so tests compare against a
+    snapshot, not against {}."""
     return {
-        name: (tuple(module._forward_hooks), tuple(module._forward_pre_hooks))
+        name: (tuple(module._forward_hooks), tuple(module._forward_pre_hooks), module.__dict__.get("forward"))
         for name, module in model.named_modules()
-        if module._forward_hooks or module._forward_pre_hooks
+        if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__
     }
 
 

@@ -352,7 +352,7 @@ def test_generate_error_propagates_unchanged(models, telemetry, instrument):
 
 def test_exception_object_is_reraised_and_typed_by_qualname(telemetry, instrument):
     model = build_gpt2()
-    hooks_before = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy()) for m in model.modules()]
+    probes_before = [(m._forward_hooks.copy(), m._forward_pre_hooks.copy(), m.__dict__.get("forward")) for m in model.modules()]
     boom = Failures.GenerationInterrupted("stopped by the caller")
     instrument()
     with pytest.raises(Failures.GenerationInterrupted) as raised:
@@ -364,7 +364,7 @@ def test_exception_object_is_reraised_and_typed_by_qualname(telemetry, instrumen
     assert span.attributes[ERROR_TYPE] == "Failures.GenerationInterrupted"
     assert span.status.status_code is StatusCode.ERROR
     # no probe survives the failed call
-    assert [(m._forward_hooks, m._forward_pre_hooks) for m in model.modules()] == hooks_before
+    assert [(m._forward_hooks, m._forward_pre_hooks, m.__dict__.get("forward")) for m in model.modules()] == probes_before
 
 
 # -- context propagation ------------------------------------------------------------------

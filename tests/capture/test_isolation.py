@@ -13,21 +13,83 @@ def _hook_count(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def test_hooks_exist_only_during_the_call(models):
+def _probed_layer_count(model):
+    """Modules with a `forward` of their own: the layer probes while a call is captured."""
+    return sum("forward" in m.__dict__ for m in model.modules())
+
+
+def test_probes_exist_only_during_the_call(models):
     model = models["llama"]
-    before = _hook_count(model)
+    hooks_before = _hook_count(model)
     during = []
 
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class CountHooks(StoppingCriteria):
+    class CountProbes(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
-            during.append(_hook_count(model))
+            during.append((_hook_count(model), _probed_layer_count(model)))
             return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
-    capture(model, prompt_ids(), max_new_tokens=3, do_sample=False, stopping_criteria=StoppingCriteriaList([CountHooks()]))
-    assert min(during) > before
-    assert _hook_count(model) == before
+    capture(model, prompt_ids(), max_new_tokens=3, do_sample=False, stopping_criteria=StoppingCriteriaList([CountProbes()]))
+    assert min(hooks for hooks, _ in during) > hooks_before
+    assert {layers for _, layers in during} == {model.config.num_hidden_layers}
+    assert _hook_count(model) == hooks_before
+    assert _probed_layer_count(model) == 0
+
+
+def test_a_forward_set_on_a_layer_runs_under_the_probe_and_is_put_back():
+    """accelerate (device_map, offload) keeps its hook as the layer's own `forward`."""
+    model, ids = build_llama(), prompt_ids(seed=23)
+    expected = _summaries_alone(model, ids)
+    layer = model.model.layers[1]
+    calls = []
+
+    def offload_hook(*args, **kwargs):
+        calls.append(1)
+        return type(layer).forward(layer, *args, **kwargs)
+
+    layer.forward = offload_hook
+    got = _summaries_alone(model, ids)
+    assert layer.__dict__["forward"] is offload_hook
+    assert len(calls) == 8  # one forward per step: the probe called through it
+    np.testing.assert_allclose(got.hidden, expected.hidden, rtol=1e-5, atol=1e-5)
+
+
+def test_another_models_layers_run_inside_the_call_are_not_recorded_as_its_own():
+    """A logits processor may run another model whose layers carry the probe for a session in
+    another thread: this call's session records its own layers only."""
+    model, other = build_llama(), build_llama(layers=4)
+    ids, other_ids = prompt_ids(seed=24), prompt_ids(seed=25)
+    expected = _summaries_alone(model, ids)
+    other_holds_probes, done = threading.Event(), threading.Event()
+
+    from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+    class WaitInside(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            other_holds_probes.set()
+            done.wait(timeout=60)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    holder = threading.Thread(target=lambda: capture(
+        other, other_ids, max_new_tokens=2, do_sample=False, stopping_criteria=StoppingCriteriaList([WaitInside()])
+    ))
+    holder.start()
+    assert other_holds_probes.wait(timeout=60)
+
+    class RunOtherModel(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            with torch.no_grad():
+                other(other_ids)
+            return scores
+
+    try:
+        got = capture(model, ids, max_new_tokens=8, do_sample=False, logits_processor=LogitsProcessorList([RunOtherModel()]))[1]
+    finally:
+        done.set()
+        holder.join(timeout=60)
+    np.testing.assert_allclose(got.hidden, expected.hidden, rtol=1e-5, atol=1e-5)
+    assert _probed_layer_count(other) == 0
 
 
 def _summaries_alone(model, ids):

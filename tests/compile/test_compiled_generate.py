@@ -23,7 +23,7 @@ from opentelemetry_instrumentation_corevital.report import Report
 from opentelemetry_instrumentation_corevital.telemetry import attributes as attrs
 from tests.conftest import build_llama, prompt_ids
 from tests.support.compile import LOGITS_ONLY, compilations
-from tests.support.reliability import hook_count
+from tests.support.reliability import probe_count
 
 # ((batch, prompt length), max_new_tokens)
 CALLS = [((1, 8), 5), ((2, 11), 3), ((1, 5), 7)]
@@ -69,7 +69,7 @@ def run_calls(model) -> list[torch.Tensor]:
 
 def patched_state(model) -> dict:
     return {
-        "hooks": hook_count(model),
+        "hooks": probe_count(model),
         "attention registry": dict(AttentionInterface._global_mapping),
         "wrapped generation methods": [n for n, v in vars(GenerationMixin).items() if isinstance(v, ObjectProxy)],
     }

@@ -19,7 +19,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from opentelemetry_instrumentation_corevital.config import _OPTIONS, Settings
 from tests.conftest import VOCAB, build_llama, prompt_ids
-from tests.support.reliability import hook_count, our_warnings
+from tests.support.reliability import probe_count, our_warnings
 
 ERROR = "corevital.error"
 UNAVAILABLE = "corevital.attention.unavailable_reason"
@@ -176,14 +176,14 @@ def test_prompt_longer_than_the_model_allows(telemetry, instrument, models):
 @pytest.mark.parametrize("layers", [1, 48])
 def test_extreme_depths(telemetry, instrument, layers):
     model = build_llama(layers=layers)
-    hooks = hook_count(model)
+    hooks = probe_count(model)
     got, span = run_both(
         instrument, telemetry, lambda: model.generate(prompt_ids(), max_new_tokens=4, do_sample=False),
         capture_mode="full",
     )
     assert all(0 <= layer < layers for layer in span.attributes["corevital.layers.blamed"])
     assert "corevital.risk.score" in span.attributes
-    assert hook_count(model) == hooks
+    assert probe_count(model) == hooks
 
 
 def test_model_without_attention(telemetry, instrument):

@@ -22,7 +22,7 @@ from opentelemetry_instrumentation_corevital.analysis import prompt_hash
 from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.capture.session import CaptureSession, active_session
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.support.reliability import hook_count, no_eos
+from tests.support.reliability import probe_count, no_eos
 
 THREADS = 8
 CALLS_PER_THREAD = 4
@@ -82,7 +82,7 @@ def test_every_concurrent_call_gets_exactly_its_own_span(telemetry, instrument, 
     else:
         models = [build_llama() if i % 2 else build_gpt2() for i in range(THREADS)]
     distinct = {id(m): m for m in models}.values()
-    hooks_before = {id(m): hook_count(m) for m in distinct}
+    hooks_before = {id(m): probe_count(m) for m in distinct}
     jobs = [Job(i, models[i]) for i in range(THREADS)]
     instrument()
     expected = [alone(telemetry, job) for job in jobs]
@@ -111,7 +111,7 @@ def test_every_concurrent_call_gets_exactly_its_own_span(telemetry, instrument, 
             assert values["corevital.fingerprint"] == pytest.approx(
                 expected_attributes["corevital.fingerprint"], rel=1e-3, abs=1e-4
             )
-    assert {id(m): hook_count(m) for m in distinct} == hooks_before
+    assert {id(m): probe_count(m) for m in distinct} == hooks_before
     assert active_session() is None
 
 
@@ -124,7 +124,7 @@ def _live(kind) -> int:
 def test_no_memory_growth_across_200_calls(telemetry, instrument):
     """200 calls (8 threads x 25) after a warm-up: no session, buffer or tensor left, Python heap flat."""
     model = build_gpt2()
-    hooks_before = hook_count(model)
+    hooks_before = probe_count(model)
     jobs = [Job(i % 2, model) for i in range(THREADS)]  # short calls: this test counts, it does not time
     instrument()
     tracer = telemetry.tracer_provider.get_tracer("reliability")
@@ -150,4 +150,4 @@ def test_no_memory_growth_across_200_calls(telemetry, instrument):
     assert _live(np.ndarray) <= arrays_before
     # one leaked call (its span, summaries, session) holds hundreds of blocks: 200 would pass 20,000
     assert blocks_growth < 2_000, blocks_growth
-    assert hook_count(model) == hooks_before
+    assert probe_count(model) == hooks_before

@@ -23,7 +23,7 @@ from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.telemetry import events, payload
 from opentelemetry_instrumentation_corevital.telemetry import health as health_telemetry
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.support.reliability import hook_count, no_eos, our_warnings
+from tests.support.reliability import probe_count, no_eos, our_warnings
 
 ERROR = "corevital.error"
 RISK = "corevital.risk.score"
@@ -83,14 +83,14 @@ def test_fault_never_reaches_the_caller(
 ):
     ids = prompt_ids(length=7, seed=3)
     expected = reference(model, ids, **kwargs)
-    hooks_before = hook_count(model)
+    hooks_before = probe_count(model)
     instrument(capture_mode=mode)
     monkeypatch.setattr(target, name, _raise)
     with caplog.at_level(logging.WARNING):
         outputs = [reference(model, ids, **kwargs) for _ in range(2)]
     for output in outputs:
         assert torch.equal(output, expected)
-    assert hook_count(model) == hooks_before
+    assert probe_count(model) == hooks_before
     spans = telemetry.finished()
     assert len(spans) == 2
     for span in spans:

@@ -18,7 +18,7 @@ from transformers.modeling_utils import AttentionInterface
 from opentelemetry_instrumentation_corevital.capture.buffers import StepBuffers
 from opentelemetry_instrumentation_corevital.capture.session import CaptureSession, active_session
 from tests.conftest import build_gpt2, build_llama, prompt_ids
-from tests.support.reliability import hook_count, no_eos
+from tests.support.reliability import probe_count, no_eos
 
 WAIT_S = 60
 
@@ -27,7 +27,7 @@ def snapshot(models) -> dict:
     return {
         "generate": GenerationMixin.__dict__["generate"],
         "attention registry": dict(AttentionInterface._global_mapping),
-        "hooks": [hook_count(model) for model in models],
+        "hooks": [probe_count(model) for model in models],
         "threads": set(threading.enumerate()),
         "active session": active_session(),
     }

@@ -14,9 +14,10 @@ import torch
 PACKAGE_LOGGER = "opentelemetry_instrumentation_corevital"
 
 
-def hook_count(model: torch.nn.Module) -> int:
-    """Forward and forward-pre hooks on every submodule of the model."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+def probe_count(model: torch.nn.Module) -> int:
+    """Forward and forward-pre hooks on every submodule of the model, and submodules with a
+    `forward` of their own (the layer probes)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__) for m in model.modules())
 
 
 def our_warnings(caplog) -> list[logging.LogRecord]:

@@ -1,10 +1,11 @@
 """One capture session per generate call: probes, device buffers, and the final host copy.
 
 The logit signals come from the decoding loop (`decoding_loop.LogitsTap`), never from inside
-the forward. On the dynamic path, probes inside the forward (hidden states, attention) are
-registered when the call starts and removed when it ends; every probe first checks that its
-own session is the one active on the calling thread, so two threads sharing a model, or a
-generate nested inside another, never mix their summaries. When the forward is compiled
+the forward. On the dynamic path, probes inside the forward (hidden states, attention) are put
+in place when the call starts and removed when it ends; the layer and attention probes are
+shared by the sessions that hold them and hand what they see to the session active on the
+calling thread only, so two threads sharing a model, or a generate nested inside another,
+never mix their summaries. When the forward is compiled
 (torch.compile on the model, its forward or a submodule, or transformers' automatic compile
 for a static cache) no probe goes inside it: the session captures the logit signals alone and
 says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
@@ -12,8 +13,8 @@ says so in `unavailable_reason`, so the compiled code sees no hook, guard or Pyt
 The decoding-loop wrappers are installed by the first session (or by instrument()) and stay
 until `uninstrument()`: changing transformers' classes while another thread runs a compiled
 forward makes Dynamo recompile. The attention-registry probe is in place exactly while some
-session probes attention: a compiled forward traced while none does never sees, nor guards on,
-anything of ours.
+session probes attention, a layer's probe exactly while some session probes that layer: a
+compiled forward traced while none does never sees, nor guards on, anything of ours.
 """
 
 from __future__ import annotations
@@ -136,12 +137,14 @@ class CaptureSession:
         # why some signals are missing for the whole call (a compiled forward)
         self.unavailable_reason: str | None = None
         self._probing_forward = False
-        # set by the forward pre-hook: the layers' states, and their attention, are recorded at this step
-        self._recording_layers = False
+        # set by the forward pre-hook: the layers' states, and their attention, are recorded at this
+        # step (read by the layer probes, which got this session from their own thread)
+        self.recording_layers = False
         # read by the attention-registry probe, which got this session from its own thread
         self.recording_attention = False
         self._loop_turns = 0
         self._handles: list = []
+        self._probed_layers: list = []  # the decoder layers whose shared layer probe this session holds
         self._restore: list = []
         self._held: list[_SharedPatch] = []
         self._pending_parents: torch.Tensor | None = None
@@ -186,12 +189,8 @@ class CaptureSession:
         self._handles.append(self.model.register_forward_pre_hook(self._on_forward_start, with_kwargs=True))
         if self.options.num_beams > 1:
             self._handles.append(self.model.register_forward_hook(self._on_forward_end))
-        # the prompt's probe needs a layer's keyword inputs; a hook without them costs the step less
-        prompt_inputs = self.options.prompt_telemetry
-        layer_hook = self._on_prompt_layer_output if prompt_inputs else self._on_layer_output
-        for index, layer in enumerate(layout.decoder_layers):
-            hook = functools.partial(layer_hook, index)
-            self._handles.append(layer.register_forward_hook(hook, with_kwargs=prompt_inputs))
+        _patch_module("layer_forward").acquire(layout.decoder_layers)
+        self._probed_layers = list(layout.decoder_layers)
         if self.options.prompt_telemetry and layout.decoder_root is not None and not layout.is_encoder_decoder:
             self._handles.append(layout.decoder_root.register_forward_hook(self._on_decoder_output))
         self._handles.append(layout.lm_head.register_forward_hook(self._on_head_output))
@@ -225,10 +224,13 @@ class CaptureSession:
         self._held.append(patch)
 
     def _remove_forward_probes(self) -> None:
-        self._probing_forward = self._recording_layers = self.recording_attention = False
+        self._probing_forward = self.recording_layers = self.recording_attention = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._probed_layers:
+            _patch_module("layer_forward").release(self._probed_layers)
+            self._probed_layers = []
         for undo in self._restore:
             undo()
         self._restore.clear()
@@ -256,7 +258,7 @@ class CaptureSession:
 
     def record_fault(self, stage: str, exc: BaseException) -> None:
         """The first fault ends the capture: probes stop recording at once."""
-        self._recording_layers = self.recording_attention = False
+        self.recording_layers = self.recording_attention = False
         if self.fault is None:
             self.fault = (stage, exc)
 
@@ -271,7 +273,7 @@ class CaptureSession:
         if _is_compiling() or not self._owns_call():
             return
         self.step += 1
-        self._recording_layers = self.recording_attention = False
+        self.recording_layers = self.recording_attention = False
         if not self.capturing:
             return
         with self._guard("step"):
@@ -279,8 +281,8 @@ class CaptureSession:
             if self.step == 0:
                 self._prefill_kwargs = kwargs
             self._begin_step(ids, kwargs.get("attention_mask"))
-            self._recording_layers = self.buffers.in_range(self.step)
-            self.recording_attention = self._recording_layers and not self.step % self.options.attention_stride
+            self.recording_layers = self.buffers.in_range(self.step)
+            self.recording_attention = self.recording_layers and not self.step % self.options.attention_stride
 
     def _begin_step(self, ids: torch.Tensor, attention_mask=None) -> None:
         """`ids` are the decoder's inputs at `self.step`: the prompt at step 0, then the newest tokens."""
@@ -335,23 +337,20 @@ class CaptureSession:
         with self._guard("beam"):
             self._observe_beam_reorders(forward_cache(self._prefill_kwargs, output))
 
-    def _on_layer_output(self, index, module, args, output, kwargs=None):
-        # every layer at every step: a flag, then the owner, and a reference kept (no guard object)
-        if _is_compiling() or not self._recording_layers or _ACTIVE.get() is not self:
+    def observe_layer(self, layer, index: int, args, kwargs, output) -> None:
+        """Called by the layer probe (which records a fault here under "hidden") while this
+        thread's session records this step's layers: `layer` returned `output`; it is this
+        session's layer `index` unless another model's layers run inside the call (a model
+        called from a logits processor)."""
+        layers = self.layout.decoder_layers
+        if index >= len(layers) or layers[index] is not layer:
             return
         hidden = output[0] if isinstance(output, (tuple, list)) else output
-        try:
-            self.buffers.record_hidden_output(index, hidden)
-        except Exception as exc:
-            self.record_fault("hidden", exc)
+        self.buffers.record_hidden_output(index, hidden)
         if self.prompt is not None and self.step == 0:
             with self._guard("prompt"):
-                layer_input = args[0] if args else (kwargs or {}).get("hidden_states")
+                layer_input = args[0] if args else kwargs.get("hidden_states")
                 self.prompt.observe_layer(index, layer_input, hidden)
-
-    def _on_prompt_layer_output(self, index, module, args, kwargs, output=None):
-        """The layer hook when the prompt is probed: the prompt probe may need the layer's keyword inputs."""
-        self._on_layer_output(index, module, args, output, kwargs)
 
     def _on_decoder_output(self, module, args, output):
         if _is_compiling() or not self._owns_call():
@@ -364,7 +363,7 @@ class CaptureSession:
 
     def _on_head_output(self, module, args, output):
         """The output head runs after every layer: reduce this step's layer rows and attention."""
-        if _is_compiling() or not self._recording_layers or not self._owns_call():
+        if _is_compiling() or not self.recording_layers or not self._owns_call():
             return
         with self._guard("hidden"):
             self.buffers.record_layers(self.step)
