@@ -55,6 +55,27 @@ def test_a_forward_set_on_a_layer_runs_under_the_probe_and_is_put_back():
     np.testing.assert_allclose(got.hidden, expected.hidden, rtol=1e-5, atol=1e-5)
 
 
+def test_a_forward_hook_that_rewrites_a_layer_output_is_seen_by_the_probe():
+    """Steering and patching tools rewrite a layer's output in a forward hook: the layer state
+    recorded is the one the next layer receives. Here layer 1 is skipped (its input returned),
+    so its recorded state is layer 0's."""
+    model, ids = build_llama(), prompt_ids(seed=26)
+    layer = model.model.layers[1]
+
+    def skip_layer(module, args, kwargs, output):
+        skipped = args[0] if args else kwargs["hidden_states"]
+        return (skipped, *output[1:]) if isinstance(output, tuple) else skipped
+
+    handle = layer.register_forward_hook(skip_layer, with_kwargs=True)
+    try:
+        got = _summaries_alone(model, ids)
+        assert _hook_count(model) == 1 and _probed_layer_count(model) == 0
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(got.hidden[:, :, 1], got.hidden[:, :, 0], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(_summaries_alone(model, ids).hidden[:, :, 1], got.hidden[:, :, 0], atol=1e-3)
+
+
 def test_another_models_layers_run_inside_the_call_are_not_recorded_as_its_own():
     """A logits processor may run another model whose layers carry the probe for a session in
     another thread: this call's session records its own layers only."""
