@@ -63,7 +63,10 @@ def _observing(layer: nn.Module, index: int, forward):
 
 
 def _observing_after_hooks(index: int):
-    def observe(layer, args, kwargs, output):
+    def observe(layer, args, *kwargs_and_output):
+        # a thread running the layer while the hook is being registered may call it without
+        # kwargs: torch reads the with_kwargs flag apart from the hook itself
+        kwargs, output = kwargs_and_output if len(kwargs_and_output) == 2 else ({}, kwargs_and_output[0])
         _hand_over(layer, index, args, kwargs, output)
 
     return observe
