@@ -1,13 +1,15 @@
 """Host instructions CoreVital adds per decoding step, counted by valgrind (no timing noise).
 
 Wall and CPU time on a shared host move by more than CoreVital's per-step cost; the number of
-instructions the host executes does not. Each (mode, new tokens) runs in its own process under
-callgrind, which counts only inside one `operator.call` around a single generate call (after
-warm-up). The count grows linearly with the new tokens: its slope between two lengths is the
-host's work per decoding step (the model's Python and dispatch, CoreVital's probes, and the
-per-token share of the end of the call), its intercept the work per call. Counted on the CPU,
-so the model's arithmetic is in the count too: use a preset whose arithmetic is small next to
-its dispatch (`cpu-deep`).
+instructions the host executes barely moves: a little between processes (memory layout), which
+`--repeats` measures and a long span between the two lengths divides down (8 and 104 new
+tokens: the slopes of two processes differ by under 0.1M instructions per step). Each (mode,
+new tokens) runs in its own process under callgrind, which counts only inside one
+`operator.call` around a single generate call (after warm-up). The count grows linearly with
+the new tokens: its slope between two lengths is the host's work per decoding step (the model's
+Python and dispatch, CoreVital's probes, and the per-token share of the end of the call), its
+intercept the work per call. Counted on the CPU, so the model's arithmetic is in the count too:
+use a preset whose arithmetic is small next to its dispatch (`cpu-deep`).
 
     python benchmarks/host_instructions.py --preset cpu-deep --modes plain summary listener --json out.json
 
@@ -83,7 +85,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["plain", "summary", "full", "listener"])
     parser.add_argument("--prompt", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--steps", nargs=2, type=int, default=[8, 40], metavar=("SHORT", "LONG"))
+    parser.add_argument("--steps", nargs=2, type=int, default=[8, 104], metavar=("SHORT", "LONG"))
+    parser.add_argument("--repeats", type=int, default=2, help="processes per (mode, length); the spread of their slopes is the figure's noise")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -93,28 +96,33 @@ def main() -> None:
     short, long = sorted(args.steps)
     if short == long:
         parser.error("--steps needs two different lengths: the count per step is the slope between them")
-    cells = [(mode, steps) for mode in modes for steps in (short, long)]
+    cells = [(mode, steps, r) for r in range(args.repeats) for mode in modes for steps in (short, long)]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         counts = dict(zip(cells, pool.map(lambda c: count(args.preset, c[0], args.prompt, args.batch, c[1]), cells)))
-    per_step = {m: (counts[m, long] - counts[m, short]) / (long - short) for m in modes}
-    per_call = {m: counts[m, short] - short * per_step[m] for m in modes}
+    repeats = range(args.repeats)
+    # one slope per repeat: the spread between them is the cross-process noise of the figure
+    slopes = {m: [(counts[m, long, r] - counts[m, short, r]) / (long - short) for r in repeats] for m in modes}
+    per_step = {m: sum(v) / len(v) for m, v in slopes.items()}
+    per_call = {m: sum(counts[m, short, r] for r in repeats) / args.repeats - short * per_step[m] for m in modes}
     rows = {
         m: dict(
             instructions_per_step=round(per_step[m]),
             added_per_step=round(per_step[m] - per_step["plain"]),
             added_share_of_plain_step=round(per_step[m] / per_step["plain"] - 1, 4),
             added_per_call=round(per_call[m] - per_call["plain"]),
-            counts={str(n): counts[m, n] for n in (short, long)},
+            per_step_spread=round(max(slopes[m]) - min(slopes[m])),
+            counts={str(n): [counts[m, n, r] for r in repeats] for n in (short, long)},
         )
         for m in modes
     }
     for m, row in rows.items():
         print(f"{m:12s} {row['instructions_per_step'] / 1e6:8.3f}M per step  added {row['added_per_step'] / 1e6:+7.3f}M"
-              f" ({row['added_share_of_plain_step']:+.1%})  per call {row['added_per_call'] / 1e6:+8.2f}M")
+              f" ({row['added_share_of_plain_step']:+.1%})  per call {row['added_per_call'] / 1e6:+8.2f}M"
+              f"  spread {row['per_step_spread'] / 1e6:.3f}M")
     if args.json:
         record = dict(
             command=" ".join(["python", *sys.argv]), preset=args.preset, prompt=args.prompt, batch=args.batch,
-            steps=[short, long], python=platform.python_version(), torch=torch.__version__,
+            steps=[short, long], repeats=args.repeats, python=platform.python_version(), torch=torch.__version__,
             transformers=__import__("transformers").__version__, machine=platform.machine(), modes=rows,
         )
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
