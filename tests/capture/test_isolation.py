@@ -76,6 +76,32 @@ def test_a_forward_hook_that_rewrites_a_layer_output_is_seen_by_the_probe():
     assert not np.allclose(_summaries_alone(model, ids).hidden[:, :, 1], got.hidden[:, :, 0], atol=1e-3)
 
 
+def test_with_a_global_forward_hook_layers_are_probed_by_hooks_with_the_same_values():
+    """A global forward hook (profilers, debuggers) may rewrite any module's output, so layers
+    are then probed by a hook after it; the values do not depend on the probe."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    model, ids = build_llama(), prompt_ids(seed=27)
+    expected = _summaries_alone(model, ids)
+    during = []
+
+    class CountProbes(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            during.append((sum(len(layer._forward_hooks) for layer in model.model.layers), _probed_layer_count(model)))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    handle = register_module_forward_hook(lambda module, args, output: None)
+    try:
+        got = capture(model, ids, max_new_tokens=8, do_sample=False, stopping_criteria=StoppingCriteriaList([CountProbes()]))[1]
+    finally:
+        handle.remove()
+    assert set(during) == {(model.config.num_hidden_layers, 0)}
+    assert _hook_count(model) == 0
+    np.testing.assert_allclose(got.hidden, expected.hidden, rtol=1e-6, atol=1e-6)
+
+
 def test_another_models_layers_run_inside_the_call_are_not_recorded_as_its_own():
     """A logits processor may run another model whose layers carry the probe for a session in
     another thread: this call's session records its own layers only."""
