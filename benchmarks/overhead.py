@@ -184,8 +184,9 @@ def empty_probes(model, hooks: bool = True):
         registry.update(originals)
         for handle in handles:
             handle.remove()
-        for layer in layers if not hooks else ():
-            del layer.forward
+        if not hooks:
+            for layer in layers:
+                del layer.forward
 
 
 class Modes:

@@ -9,13 +9,9 @@ from opentelemetry_instrumentation_corevital.capture.standalone import generate_
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from tests.conftest import prompt_ids
 from tests.support.capture import entropy_bits
+from tests.support.reliability import probe_count
 
 STEPS = 5
-
-
-def hooks_on(model) -> int:
-    """Hooks and layer probes (a `forward` of the module's own) on the model."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + ("forward" in m.__dict__) for m in model.modules())
 
 
 def test_sequences_are_generates_own_and_summaries_describe_its_logits(models):
@@ -32,14 +28,14 @@ def test_sequences_are_generates_own_and_summaries_describe_its_logits(models):
     assert torch.equal(sequences, reference.sequences)
     for step, raw in enumerate(reference.logits):
         np.testing.assert_allclose(summaries.logit("entropy")[:, step], entropy_bits(raw), atol=1e-3)
-    assert hooks_on(model) == 0
+    assert probe_count(model) == 0
 
 
 def test_a_generate_that_raises_leaves_no_probe_behind(models):
     model = models["llama"]
-    before = hooks_on(model)
+    before = probe_count(model)
     with pytest.raises(ValueError):
         generate_captured(model, {"input_ids": prompt_ids()}, {"max_new_tokens": STEPS, "do_sample": False, "num_return_sequences": 2},
                           load_profile("llama"), max_steps=STEPS, attention_stride=1)
-    assert hooks_on(model) == before == 0
+    assert probe_count(model) == before == 0
 
