@@ -49,7 +49,7 @@ class StepRows:
     valid: np.ndarray  # bool [N]
     logits: np.ndarray  # [N, len(LOGIT_STATS)]
     hidden: np.ndarray  # [N, L, len(HIDDEN_STATS)]
-    collapsed_heads: np.ndarray | None  # [N, L]: the attention stat "collapsed_heads" (NaN: not observed)
+    collapsed_heads: np.ndarray | None  # [N, L]: the attention stat "collapsed_heads" (NaN: not observed; None: none at this step)
     repetition_cosine: np.ndarray | None  # [N, R]: cosine with the state 1..R steps back
 
 
@@ -312,6 +312,7 @@ class RunningHealth:
         self.call_sums, self.call_squares = np.zeros(n), np.zeros(n)
         self.call_counts = np.zeros(n, np.int64)
         self.collapse_counts: np.ndarray | None = None  # [N, L, heads + 1] histogram of collapsed-head counts
+        self.collapse_fraction: np.ndarray | None = None  # of that histogram; None: not computed since it changed
         self.repetition: _Repetition | None = None
 
     def add_step(self, step: StepRows) -> None:
@@ -406,6 +407,7 @@ class RunningHealth:
             grown[..., : self.collapse_counts.shape[2]] = self.collapse_counts
             self.collapse_counts = grown
         row_index, layer = np.nonzero(observed)
+        self.collapse_fraction = None
         np.add.at(self.collapse_counts, (rows[row_index], layer, whole[row_index, layer].astype(np.int64)), 1)
 
     # -- the values at the newest step -----------------------------------------------------
@@ -423,6 +425,12 @@ class RunningHealth:
         return self.middle_nonfinite | exploded
 
     def _collapse_fraction(self) -> np.ndarray:
+        # attention is observed on some steps only: between them the histogram, and so this, stays
+        if self.collapse_fraction is None:
+            self.collapse_fraction = self._collapse_fraction_of_counts()
+        return self.collapse_fraction
+
+    def _collapse_fraction_of_counts(self) -> np.ndarray:
         if self.collapse_counts is None:
             return np.zeros(self.nonfinite.size)
         histogram = self.collapse_counts

@@ -167,6 +167,8 @@ class StepComputer:
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
         t_idx, r_idx = np.full((rows, 1), t), np.arange(rows)[:, None]
         heads = arrays.get("heads")  # [F, L, 2, R, H]
+        if heads is not None and np.isnan(heads[t, :, 0]).all():
+            heads = None  # attention was not observed at this step: no collapsed-head count to add
         return StepRows(
             token_ids=tokens,
             valid=valid,
