@@ -76,3 +76,31 @@ def test_inputs_embeds_next_to_input_ids_describe_the_new_tokens(telemetry, inst
         log_probs = torch.log_softmax(logits[0].double(), -1)
         entropy = float(-(log_probs.exp() * log_probs).sum() / math.log(2))
         assert step[attrs.STEP_ENTROPY] == pytest.approx(entropy, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "expansion",
+    [dict(num_beams=2, do_sample=False), dict(num_return_sequences=2, do_sample=True)],
+    ids=["beams", "returned sequences"],
+)
+def test_inputs_embeds_next_to_input_ids_with_rows_expanded_by_generate(telemetry, instrument, expansion):
+    """generate repeats each input's row for its beams or returned sequences; each returned
+    sequence still starts with its input ids, and its steps are its new tokens."""
+    model = models("llama")[0]
+    given = inputs(family("llama"))
+    ids = torch.cat([given["input_ids"], given["input_ids"].flip(1)])
+    embeds = model.get_input_embeddings()(ids).detach()
+    kwargs = dict(inputs_embeds=embeds, max_new_tokens=STEPS, min_new_tokens=STEPS, **expansion)
+    instrument(capture_message_content=True)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        output = model.generate(ids, **kwargs)
+    span = telemetry.only_span()
+    assert attrs.ERROR not in span.attributes
+    assert span.attributes[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] == output.shape[0] * STEPS
+    steps = [e.attributes for e in span.events if e.name == attrs.STEP_EVENT]
+    described = {s[attrs.STEP_SEQUENCE] for s in steps}
+    assert described
+    for sequence in described:
+        tokens = [s[attrs.STEP_TOKEN_ID] for s in steps if s[attrs.STEP_SEQUENCE] == sequence]
+        assert tokens == output[sequence, PROMPT_LENGTH:].tolist()

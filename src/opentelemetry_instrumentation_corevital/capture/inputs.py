@@ -2,7 +2,8 @@
 
 Invariant: the result is [rows, new tokens] int ids on the model's device. A decoder-only
 prefill driven by `inputs_embeds` receives no ids: its prompt is the ids the user passed to
-generate next to the embeddings (the returned sequences start with them), else empty (the
+generate next to the embeddings (the returned sequences start with them; each input's row
+repeated for its beams or returned sequences, as generate expands it), else empty (the
 returned sequences hold the new tokens only).
 """
 
@@ -40,8 +41,9 @@ def decoder_step_ids(model, args, kwargs) -> torch.Tensor:
         return ids
     if isinstance(embeds, torch.Tensor):
         prefix = None if getattr(model.config, "is_encoder_decoder", False) else _CALL_PROMPT_IDS.get()
-        if prefix is not None and prefix.shape[0] == embeds.shape[0]:
-            return prefix.to(embeds.device)
+        if prefix is not None and prefix.shape[0] and embeds.shape[0] % prefix.shape[0] == 0:
+            # generate repeats each input's row for its beams or returned sequences, one after another
+            return prefix.to(embeds.device).repeat_interleave(embeds.shape[0] // prefix.shape[0], dim=0)
         return torch.empty((embeds.shape[0], 0), dtype=torch.long, device=embeds.device)
     raise InputsNotVisible("the forward received neither decoder input ids nor input embeddings")
 
