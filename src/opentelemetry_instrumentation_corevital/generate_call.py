@@ -111,6 +111,8 @@ class GenerateCall:
 
         input_ids = _token_ids(arguments.get("inputs"), extra.get("input_ids"))
         mask = extra.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and input_ids is not None and mask.shape != input_ids.shape:
+            mask = None  # it does not describe these ids (generate lets some models take a wider one)
         is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         embeds = None if is_encoder_decoder or input_ids is not None else extra.get("inputs_embeds")
         embeds_shape = tuple(embeds.shape[:2]) if isinstance(embeds, torch.Tensor) and embeds.dim() == 3 else None

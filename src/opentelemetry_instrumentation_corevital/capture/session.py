@@ -379,14 +379,24 @@ class CaptureSession:
         if where is None:
             return
         with self._guard("attention"):
-            # attention modules return their weights last: (output, weights), T5 (output, bias, weights)
+            # attention modules return their weights last: (output, weights), T5 (output, bias, weights);
+            # some return other things there (XLNet: a stream or a pair, Reformer: chunked probabilities)
             weights = output[-1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
-            if weights is None:
-                self.attention_unavailable_reason = "eager attention returned no weights"
+            if not self._batch_heads_query_key(weights):
+                self.attention_unavailable_reason = "eager attention returned no [batch, heads, query, key] weights"
                 return
             self.buffers.record_heads(self.step, *where, stats.head_stats(weights[:, :, -1, :]))
             if self.prompt is not None and self.step == 0 and not where[1]:
                 self.prompt.observe_weights(where[0], weights)
+
+    def _batch_heads_query_key(self, weights) -> bool:
+        expected_heads = self.layout.num_heads
+        return (
+            isinstance(weights, torch.Tensor)
+            and weights.dim() == 4
+            and weights.shape[0] == self.buffers.rows
+            and (not expected_heads or weights.shape[1] == expected_heads)
+        )
 
     def observe_attention(self, where: tuple[int, bool], query, key, attention_mask, kwargs) -> None:
         """Called by the attention-registry wrapper for SDPA / flash / flex implementations, for
