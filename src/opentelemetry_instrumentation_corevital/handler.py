@@ -129,8 +129,13 @@ class GenerationHandler:
             span, end_on_exit=False, record_exception=False, set_status_on_exception=False
         ):
             self._record_success(span, call, session, output, duration, profile, live_call, step_times_ns)
-        span.end()
+        self._end(span)
         return output
+
+    def _end(self, span) -> None:
+        # a span processor or exporter that raises on end is not the caller's problem either
+        with self._guard(span, "telemetry"):
+            span.end()
 
     def _start_span(self, call: GenerateCall):
         try:
@@ -209,7 +214,7 @@ class GenerationHandler:
             span.set_status(Status(StatusCode.ERROR, str(exc)))
             self.instruments.operation_duration.record(duration, self._metric_attributes(call, error_type))
             self.instruments.server_request_duration.record(duration, self._metric_attributes(call, error_type))
-        span.end()
+        self._end(span)
 
     def _record_success(
         self, span, call: GenerateCall, session: CaptureSession, output, duration: float, profile=None,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.metrics._internal.instrument import _Histogram
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from opentelemetry_instrumentation_corevital import generate_call, handler
@@ -128,6 +129,27 @@ def test_failing_exporter_never_reaches_the_caller(model, telemetry, instrument,
             assert torch.equal(reference(model, ids), expected)
     assert len(telemetry.finished()) == 3  # the healthy processor beside it still gets every span
     assert any(isinstance(r.exc_info and r.exc_info[1], InjectedFault) for r in caplog.records)
+
+
+class _RaisingOnEnd(SpanProcessor):
+    def on_end(self, span):
+        raise InjectedFault("a span processor that raises when a span ends")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["call succeeds", "call raises"])
+def test_a_span_processor_raising_on_end_never_reaches_the_caller(model, telemetry, instrument, monkeypatch, fails):
+    """The caller gets generate's own result, or generate's own exception, whatever a processor does."""
+    ids = prompt_ids(seed=7)
+    expected = reference(model, ids)
+    telemetry.tracer_provider.add_span_processor(_RaisingOnEnd())
+    instrument()
+    if not fails:
+        assert torch.equal(reference(model, ids), expected)
+        return
+    with monkeypatch.context() as patch:
+        patch.setattr(type(model), "forward", _raise)
+        with pytest.raises(InjectedFault, match="injected"):
+            reference(model, ids)
 
 
 def test_fault_while_parsing_the_call_falls_back_to_plain_generate(telemetry, instrument, monkeypatch, caplog):
