@@ -247,11 +247,14 @@ class StepBuffers:
             self._reduce_pending_attention(step)
         if self._hidden_rows_filled < self.num_layers:
             return
-        reference = self.hidden_rows[-1]
-        if reference.dim() != 3 or reference.shape[:2] != (self.rows, 1):
-            # e.g. XLNet's layers run position-first: [positions, batch, hidden]
-            raise ValueError(f"decoder layer outputs of shape {tuple(reference.shape)} are not [batch, positions, hidden]")
         if self._pending_layers is None:
+            reference = self.hidden_rows[-1]
+            # checked once, when the block is sized: a model's layers keep their layout for the call
+            if reference.dim() != 3 or reference.shape[:2] != (self.rows, 1):
+                # e.g. XLNet's layers run position-first: [positions, batch, hidden]
+                raise ValueError(
+                    f"decoder layer outputs of shape {tuple(reference.shape)} are not [batch, positions, hidden]"
+                )
             # the block, then its float copy and the reduction's temporaries
             step_bytes = self.num_layers * reference.numel() * (reference.element_size() + 8)
             steps = _block_steps(self._pending_bytes, step_bytes, self.max_steps)
