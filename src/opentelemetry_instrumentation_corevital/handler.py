@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from contextvars import ContextVar
 
 from opentelemetry import trace
@@ -37,19 +38,29 @@ PROVIDER = "huggingface"
 
 
 class FaultLog:
-    """Logs each internal fault once per (stage, exception type), however often it recurs."""
+    """Logs each internal fault once per (stage, exception type), however often it recurs, and
+    names a span's first fault on it: later faults of a call are often its consequences."""
 
     def __init__(self):
         self._seen: set[tuple[str, str]] = set()
+        self._spans_with_fault: weakref.WeakSet = weakref.WeakSet()
 
     def record(self, span, stage: str, exc: BaseException) -> None:
-        description = f"{stage}: {type(exc).__name__}: {exc}"
-        if span.is_recording():
-            span.set_attribute(attrs.ERROR, description)
+        if span.is_recording() and self._first_on(span):
+            span.set_attribute(attrs.ERROR, f"{stage}: {type(exc).__name__}: {exc}")
         key = (stage, type(exc).__name__)
         if key not in self._seen:
             self._seen.add(key)
             _logger.warning("CoreVital fault in %s; generation continues", stage, exc_info=exc)
+
+    def _first_on(self, span) -> bool:
+        try:
+            if span in self._spans_with_fault:
+                return False
+            self._spans_with_fault.add(span)
+        except TypeError:  # a span type that takes no weak reference: each fault replaces the last
+            pass
+        return True
 
 
 class GenerationHandler:

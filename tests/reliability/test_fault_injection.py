@@ -116,6 +116,30 @@ def test_a_fault_in_one_call_does_not_disable_the_next(model, telemetry, instrum
     assert ERROR not in healthy.attributes and RISK in healthy.attributes
 
 
+def test_the_span_names_the_first_of_several_faults(model, telemetry, instrument, monkeypatch, caplog):
+    """A later fault of the same call (often a consequence of the first) does not hide the first."""
+    order = []
+
+    def raising(stage):
+        def fail(*args, **kwargs):
+            order.append(stage)
+            raise InjectedFault(f"injected at {stage}")
+        return fail
+
+    instrument()
+    monkeypatch.setattr(handler.GenerationHandler, "_describe_content", raising("content"))
+    monkeypatch.setattr(health_telemetry, "span_attributes", raising("analysis"))
+    with caplog.at_level(logging.WARNING):
+        output = reference(model, prompt_ids())
+    assert torch.equal(output, reference(model, prompt_ids()))
+    span = telemetry.finished()[0]
+    assert order[:2] == ["content", "analysis"]
+    assert span.attributes[ERROR] == "content: InjectedFault: injected at content"
+    assert {r.exc_info[1].args[0] for r in our_warnings(caplog) if r.exc_info} == {
+        "injected at content", "injected at analysis"
+    }  # every fault is still logged
+
+
 def test_failing_exporter_never_reaches_the_caller(model, telemetry, instrument, monkeypatch, caplog):
     """The export stage belongs to the SDK: a raising exporter is logged by the SDK, generate goes on."""
     ids = prompt_ids(seed=5)
