@@ -17,15 +17,17 @@ sequences valid at step s have s + 1 steps: the trailing windows of the batch li
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 
-from ..profiles import WARNING_SIGNAL_NAMES, Profile
+from ..profiles import RISK_FEATURE_NAMES, WARNING_SIGNAL_NAMES, Profile
 from ..summaries import HIDDEN_STATS, LOGIT_STATS
 from .health import MIN_BASELINE_STEPS, NAN_OR_INF, layer_thirds
 from .risk import FEATURE_LIMIT, NORM_FLOOR, NORM_SPREAD_STEPS, log_norm_spread, middle_layer, spread_of_sums
@@ -97,6 +99,7 @@ class _TrailingWindows:
     def __init__(self, n: int, columns: int, window: int):
         self.window = window
         self.length = 0
+        self._recent_and_earlier: tuple[np.ndarray, np.ndarray] | None = None  # of the newest position
         # prefix sums of finite values, their squares and counts after k positions, at k % (window + 1)
         self.sums = np.zeros((n, window + 1, columns))
         self.squares = np.zeros((n, window + 1, columns))
@@ -110,12 +113,19 @@ class _TrailingWindows:
         self.squares[rows, after] = self.squares[rows, before] + clean * clean
         self.counts[rows, after] = self.counts[rows, before] + finite
         self.length += 1
+        self._recent_and_earlier = None
 
     def _at(self, position: int):
         slot = position % (self.window + 1)
         return self.sums[:, slot], self.squares[:, slot], self.counts[:, slot]
 
     def recent_and_earlier(self) -> tuple[np.ndarray, np.ndarray]:
+        """[n, columns] each, read-only: the means of the last `window` positions and of those before."""
+        if self._recent_and_earlier is None:
+            self._recent_and_earlier = self._means_around_start()
+        return self._recent_and_earlier
+
+    def _means_around_start(self) -> tuple[np.ndarray, np.ndarray]:
         start = max(self.length - self.window, 0)
         sums, _, counts = self._at(self.length)
         start_sums, _, start_counts = self._at(start)
@@ -196,6 +206,7 @@ class _Repetition:
         self.periods = np.arange(1, profile.repetition_max_period + 1)
         self.required = np.maximum(profile.repetition_min_steps, 2 * self.periods)
         self.halfway = np.maximum(2, -(-self.required // 2))
+        self._longest_window = int(self.required.max())  # halfway is never longer
         self.tokens = np.zeros((n, capacity), np.int64)
         self.keys = np.full((n, self.periods.size, capacity), -np.inf)
         self.medians = [_RunningMedian() for _ in range(n)]  # of every finite cosine so far
@@ -228,25 +239,30 @@ class _Repetition:
             for row, values, keep in zip(rows.tolist(), cosine.astype(np.float64), finite):
                 self.medians[row].add_all(values[keep].tolist())
         medians = np.array([self.medians[row].median() for row in rows.tolist()])
-        self.baseline[rows] = np.minimum(np.maximum(np.nan_to_num(medians, nan=0.0), 0.0), 1.0 - 1e-6)
-        loop_min = self._window_min(rows, self.required)
+        # fmax takes 0 for a NaN median (no cosine yet), as relative_cosine's clamp does
+        self.baseline[rows] = np.minimum(np.fmax(medians, 0.0), 1.0 - 1e-6)
+        loop_min, halfway_min = self._window_minima(rows)
         self._add_records(rows, loop_min, t)
         self.building[:] = False
-        self.building[rows] = self._passes(self._window_min(rows, self.halfway), self.baseline[rows, None]).any(axis=1)
+        self.building[rows] = self._passes(halfway_min, self.baseline[rows, None]).any(axis=1)
 
     def _passes(self, keys, baseline):
         """The relative-cosine test of repetition.py, on keys (arrays or floats) against a baseline."""
         return (keys - baseline) / (1.0 - baseline) > self.profile.repetition_relative_cosine
 
-    def _window_min(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """float [n, P]: smallest key of each period's last `lengths[p]` steps (-inf before there are that many)."""
+    def _window_minima(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float [n, P] twice: the smallest key of each period's last `required[p]` steps, and of its
+        last `halfway[p]` steps (-inf before there are that many)."""
         t = self.steps - 1
-        first = max(0, t - int(lengths.max()) + 1)
+        first = max(0, t - self._longest_window + 1)
         window = self.keys[rows, :, first : t + 1]
         age = t - np.arange(first, t + 1)
-        minimum = np.where(age[None, :] < lengths[:, None], window, np.inf).min(axis=-1)
-        minimum[:, lengths > t + 1] = -np.inf
-        return minimum
+        minima = []
+        for lengths in (self.required, self.halfway):
+            minimum = np.where(age < lengths[:, None], window, np.inf).min(axis=-1)
+            minimum[:, lengths > t + 1] = -np.inf
+            minima.append(minimum)
+        return minima[0], minima[1]
 
     def _add_records(self, rows: np.ndarray, loop_min: np.ndarray, t: int) -> None:
         new = loop_min > self.best[rows]
@@ -268,7 +284,7 @@ class _Repetition:
         baseline = self.baseline[rows, None]
         passing = self._passes(self.record_values[rows], baseline[..., None])  # [n, P, records]
         first = passing.argmax(axis=2)
-        confirmed_at = np.take_along_axis(self.record_steps[rows], first[..., None], axis=2)[..., 0]
+        confirmed_at = self.record_steps[rows[:, None], np.arange(self.periods.size), first]
         starts = np.where(passing.any(axis=2), confirmed_at - self.required + 1 - self.periods, self.steps)
         period = starts.argmin(axis=1)  # the first minimum: the shortest period on a tie
         start = starts[np.arange(rows.size), period]
@@ -458,43 +474,51 @@ class RunningHealth:
             self.frozen_spread = spread
         return spread
 
-    def features(self) -> dict[int, dict[str, float]]:
-        """Per sequence running at the newest step, the features risk_features_of gives for its steps so far."""
+    def features(self, names: Sequence[str] = (NAN_OR_INF, *RISK_FEATURE_NAMES)) -> dict[int, dict[str, float]]:
+        """Per sequence running at the newest step, the features `names` as risk_features_of gives
+        them for its steps so far (a live step asks only for those its risk model reads)."""
         steps = self.steps
+        means = functools.cache(lambda: self.means.means(_MEAN_DEFAULTS))
+        runs = functools.cache(lambda: self.runs.fraction(steps))
+        loops = functools.cache(self._loop_columns)
+        column_of = {
+            NAN_OR_INF: lambda: self.any_nonfinite.astype(np.float64),
+            "entropy_mean": lambda: means()[:, _MEANS["entropy"]],
+            "entropy_max": lambda: np.where(np.isfinite(self.entropy_max), self.entropy_max, 0.0),
+            "surprisal_mean": lambda: means()[:, _MEANS["surprisal"]],
+            "high_entropy_fraction": lambda: self.high_entropy / steps,
+            "low_margin_fraction": lambda: self.low_margin / steps,
+            "low_entropy_run_fraction": lambda: runs()[:, _RUNS["low_entropy"]],
+            "repetition_loop": lambda: loops()[0],
+            "repetition_fraction": lambda: loops()[1],
+            "mid_layer_anomaly": lambda: self._mid_layer_anomaly().astype(np.float64),
+            "attention_collapse_fraction": self._collapse_fraction,
+            "entropy_rise": self._entropy_rise,
+            "confidence_mean": lambda: means()[:, _MEANS["confidence"]],
+            "answer_uncertainty": lambda: 1.0 - means()[:, _MEANS["answer_confidence"]],
+            "chosen_probability_mean": lambda: means()[:, _MEANS["chosen_probability"]],
+            "confident_run_fraction": lambda: runs()[:, _RUNS["confident"]],
+            "hidden_norm_spread": self._norm_spread,
+            "hidden_norm_spread_call": lambda: spread_of_sums(self.call_sums, self.call_squares, self.call_counts),
+        }
+        clipped = np.clip(np.stack([column_of[name]() for name in names]), -FEATURE_LIMIT, FEATURE_LIMIT)
+        running = self.running.tolist()
+        return {row: dict(zip(names, values)) for row, values in zip(running, clipped[:, running].T.tolist())}
+
+    def _loop_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """[N] twice: whether each sequence has a loop in its steps so far, and the loop's share of them."""
+        found, share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
+        start, end = self.repetition.loops(self.running)
+        found[self.running] = start >= 0
+        share[self.running] = np.where(start >= 0, (end - start + 1) / self.steps, 0.0)
+        return found, share
+
+    def _entropy_rise(self) -> np.ndarray:
         recent, earlier = self.windows.recent_and_earlier()
         entropy = _WINDOWS["entropy"]
         with np.errstate(invalid="ignore"):
             rise = recent[:, entropy] - earlier[:, entropy]
-        loop_found, loop_share = np.zeros(self.nonfinite.size), np.zeros(self.nonfinite.size)
-        start, end = self.repetition.loops(self.running)
-        loop_found[self.running] = start >= 0
-        runs = self.runs.fraction(steps)
-        means = self.means.means(_MEAN_DEFAULTS)
-        loop_share[self.running] = np.where(start >= 0, (end - start + 1) / steps, 0.0)
-        columns = {
-            NAN_OR_INF: self.any_nonfinite.astype(np.float64),
-            "entropy_mean": means[:, _MEANS["entropy"]],
-            "entropy_max": np.where(np.isfinite(self.entropy_max), self.entropy_max, 0.0),
-            "surprisal_mean": means[:, _MEANS["surprisal"]],
-            "high_entropy_fraction": self.high_entropy / steps,
-            "low_margin_fraction": self.low_margin / steps,
-            "low_entropy_run_fraction": runs[:, _RUNS["low_entropy"]],
-            "repetition_loop": loop_found,
-            "repetition_fraction": loop_share,
-            "mid_layer_anomaly": self._mid_layer_anomaly().astype(np.float64),
-            "attention_collapse_fraction": self._collapse_fraction(),
-            "entropy_rise": np.where(np.isfinite(rise), np.maximum(0.0, rise), 0.0),
-            "confidence_mean": means[:, _MEANS["confidence"]],
-            "answer_uncertainty": 1.0 - means[:, _MEANS["answer_confidence"]],
-            "chosen_probability_mean": means[:, _MEANS["chosen_probability"]],
-            "confident_run_fraction": runs[:, _RUNS["confident"]],
-            "hidden_norm_spread": self._norm_spread(),
-            "hidden_norm_spread_call": spread_of_sums(self.call_sums, self.call_squares, self.call_counts),
-        }
-        names = list(columns)
-        clipped = np.clip(np.stack([columns[name] for name in names]), -FEATURE_LIMIT, FEATURE_LIMIT)
-        running = self.running.tolist()
-        return {row: dict(zip(names, values)) for row, values in zip(running, clipped[:, running].T.tolist())}
+        return np.where(np.isfinite(rise), np.maximum(0.0, rise), 0.0)
 
     def signals(self) -> dict[int, tuple[str, ...]]:
         """Per sequence running at the newest step, its early-warning signals there (early_warning_of, live)."""

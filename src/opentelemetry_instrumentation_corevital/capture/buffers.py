@@ -7,8 +7,9 @@ Without beams, the logits of a few consecutive steps wait in a pending block (at
 `PENDING_SHARE` of the model's weights), and so do the layers' newest hidden states: each
 block is summarised together, in one set of launches for the block instead of one per step,
 so a step costs one copy into each. Anyone who reads the statistics or `log_probs` before the
-end of the call calls `flush()` first. With beams, rows are reordered between steps: every step
-is summarised at once (blocks of one step).
+end of the call calls `flush()` first; one who reads them at every step calls
+`summarise_each_step()` instead, which ends the blocks for the rest of the call. With beams, rows
+are reordered between steps: every step is summarised at once (blocks of one step).
 """
 
 from __future__ import annotations
@@ -214,6 +215,13 @@ class StepBuffers:
         """Summarise everything pending: after it every buffer holds every recorded step."""
         self.flush_logits()
         self.flush_layers()
+
+    def summarise_each_step(self) -> None:
+        """Flush, then summarise every later step when it is recorded: for a reader at every step,
+        blocks would only add a copy into them."""
+        self.flush()
+        self._pending_bytes = 0
+        self._pending_logits = self._pending_layers = None
 
     def flush_logits(self) -> None:
         """Summarise the pending steps' logits: their statistics, the surprisal of every pending

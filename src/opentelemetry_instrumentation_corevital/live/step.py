@@ -2,8 +2,9 @@
 
 A `StepComputer` belongs to one generate call (through its `LiveMonitor`). It costs nothing
 until someone asks for a step (a listener is attached or a `CoreVitalStoppingCriteria` is in
-the call): then, once per decoding step, the step's summaries and chosen tokens cross from the
-device buffers to a host mirror in one packed copy (one sync per step), are turned into each
+the call): from then on the device buffers summarise each step as it is recorded (blocks of
+steps would only add a copy), and once per decoding step the step's summaries and chosen tokens
+cross from them to a host mirror in one packed copy (one sync per step), are turned into each
 sequence's row the way `CaptureSession.resolve` would, and update a `RunningHealth`: constant
 work per step, numpy over the batch. Its values are the final report's values for the steps so
 far (analysis/running.py says how exactly), so a recalibrated risk model or profile applies
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..analysis.health import NAN_OR_INF
 from ..analysis.risk import risk_score
 from ..analysis.running import RunningHealth, StepRows
 from ..capture.buffers import DEVICE_LOGIT_STATS
@@ -64,7 +66,10 @@ class _HostMirror:
         self.tokens_filled = 0
 
     def extend(self, buffers, step: int, input_ids: torch.Tensor) -> None:
-        buffers.flush()
+        if self.tokens is None:
+            buffers.summarise_each_step()
+        else:
+            buffers.flush()
         pieces, targets = [], []
         for name in _MIRRORED:
             tensor = getattr(buffers, name)
@@ -106,6 +111,7 @@ class StepComputer:
         self.eos_token_ids = np.array(sorted(eos_token_ids), np.int64)
         self.mirror = _HostMirror()
         self.health: RunningHealth | None = None
+        self.feature_names: tuple[str, ...] = ()  # what a StepSummary reads: the risk model's inputs and the loop
         self.finished: np.ndarray | None = None  # bool [R]: chose EOS at an earlier step
         self.failed = False  # an update raised: the running state is incomplete from there on
 
@@ -133,13 +139,16 @@ class StepComputer:
                 self.health = RunningHealth(self.profile, buffers.rows, buffers.num_layers,
                                             self.session.layout.num_heads, buffers.max_steps)
                 self.finished = np.zeros(buffers.rows, bool)
+                self.feature_names = tuple(
+                    dict.fromkeys((NAN_OR_INF, "repetition_loop", *self.profile.risk_model.features))
+                )
             for t in range(self.health.steps, step + 1):
                 rows = self._rows_at(t)
                 self.health.add_step(rows)
         except Exception:
             self.failed = True
             raise
-        features, signals = self.health.features(), self.health.signals()
+        features, signals = self.health.features(self.feature_names), self.health.signals()
         return [
             StepSummary(
                 step=step,
@@ -165,7 +174,6 @@ class StepComputer:
         logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t]
-        t_idx, r_idx = np.full((rows, 1), t), np.arange(rows)[:, None]
         heads = arrays.get("heads")  # [F, L, 2, R, H]
         if heads is not None and np.isnan(heads[t, :, 0]).all():
             heads = None  # attention was not observed at this step: no collapsed-head count to add
@@ -177,5 +185,5 @@ class StepComputer:
             collapsed_heads=None if heads is None else collapsed_head_counts(
                 heads[t, :, 0].transpose(1, 0, 2), self.session.options
             ),
-            repetition_cosine=repetition_by_lag(arrays["cosine"], t_idx, r_idx)[:, 0],
+            repetition_cosine=repetition_by_lag(arrays["cosine"], t, slice(None)),
         )
