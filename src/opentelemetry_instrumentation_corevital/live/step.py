@@ -82,16 +82,17 @@ class _HostMirror:
             # the surprisal of `step` is written by the next forward; it is computed below
             end = step if name == "surprisal" else step + 1
             if end > start:
-                pieces.append(tensor[start:end].float().reshape(-1))
+                pieces.append(tensor[start:end].reshape(-1))
                 targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
         # capture.buffers records this at the next forward, from the same log-probs
-        pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]).float())
+        pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]))
         targets.append(self.arrays["surprisal"][step])
         if self.tokens is None:
             self.tokens = np.zeros((buffers.rows, buffers.max_steps), np.int64)
         new_tokens = input_ids[:, buffers.prompt_width + self.tokens_filled : buffers.prompt_width + step + 1]
-        # token ids travel as float32, exact below 2**24: far above any vocabulary's size
+        # token ids travel as float32, exact below 2**24: far above any vocabulary's size; cat
+        # promotes every piece to one dtype, never below this float32
         pieces.append(new_tokens.float().reshape(-1))
         packed = torch.cat(pieces).cpu().numpy()
         offset = 0
