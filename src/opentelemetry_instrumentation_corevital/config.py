@@ -112,6 +112,7 @@ _OPTIONS: dict[str, _Option] = {
     "max_step_events": _Option(ENV_PREFIX + "MAX_STEP_EVENTS", _parse_positive_int, "an integer >= 1"),
     "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
     "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
+    "live_every": _Option(ENV_PREFIX + "LIVE_EVERY", _parse_positive_int, "an integer >= 1"),
     "capture_message_content": _Option(
         CAPTURE_MESSAGE_CONTENT_ENV, _parse_content_capture, "true | false | " + " | ".join(CONTENT_CAPTURE_MODES)
     ),
@@ -135,6 +136,10 @@ class Settings:
     attention_every: attention statistics are computed on every n-th decoding step in
     `summary` mode (per-layer attention is the one probe whose cost scales with the
     context); `full` and `on_risk` always compute them on every step.
+    live_every: the live health that step listeners, `observe()` runs and
+    `CoreVitalStoppingCriteria` read is computed after every n-th generated token only;
+    the steps between cost what summary mode costs, and a stop comes at most n - 1 tokens
+    after the step that called for it.
     """
 
     capture_mode: str = MODE_SUMMARY
@@ -142,6 +147,7 @@ class Settings:
     max_step_events: int = 64
     payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES
     attention_every: int = 4
+    live_every: int = 1
     # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
     # content_on_events / content_captured, never its truthiness
     capture_message_content: str = CONTENT_NONE

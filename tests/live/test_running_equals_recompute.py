@@ -23,9 +23,11 @@ FLUENT_EOS = FLUENT_START_TOKEN + 1 + FLUENT_EOS_STEP  # the fluent chain counts
 
 
 class CompareWithFullRecompute(StoppingCriteria):
-    """After each step, compares what the live monitor gives with the full recompute; never stops."""
+    """After each step, compares what the live monitor gives with the full recompute; never stops.
+    With `every` = n, the steps the live health skips must give nothing."""
 
-    def __init__(self):
+    def __init__(self, every: int = 1):
+        self.every = every
         self.compared: dict[int, list[int]] = {}  # step -> sequences compared there
         self.loop_steps: list[tuple[int, int]] = []
         self.profile = None
@@ -35,6 +37,9 @@ class CompareWithFullRecompute(StoppingCriteria):
         live = monitor.advance(input_ids)
         computer = monitor.computer
         step, self.profile = computer.session.step, computer.profile
+        if (step + 1) % self.every:
+            assert live == [], f"step {step}"
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         summaries = full_recompute(computer.session, input_ids, set(computer.eos_token_ids.tolist()))
         running = [i for i in np.flatnonzero(summaries.valid[:, step]).tolist() if i not in monitor.interventions]
         assert [s.sequence for s in live] == running, f"step {step}"
@@ -54,8 +59,8 @@ class CompareWithFullRecompute(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def generate_compared(model, prompt, criteria=(), **kwargs):
-    check = CompareWithFullRecompute()
+def generate_compared(model, prompt, criteria=(), every=1, **kwargs):
+    check = CompareWithFullRecompute(every)
     kwargs.setdefault("do_sample", False)
     with observe(on_step=lambda summary: None):
         output = model.generate(prompt, stopping_criteria=[check, *criteria], **kwargs)
@@ -91,6 +96,19 @@ def test_a_batch_of_a_loop_an_early_eos_and_a_nan_equals_the_full_analysis(succe
     assert len(check.compared) == 40
     assert {i for i, _ in check.loop_steps} == {0}  # the loop is confirmed live, on the looping sequence only
     assert check.profile.calibrated == bool(overrides)
+    assert "corevital.error" not in telemetry.only_span().attributes
+
+
+@pytest.mark.parametrize("every", [2, 4, 20])  # 20: longer than a block of pending steps
+def test_with_live_every_the_computed_steps_equal_the_full_analysis(successor_model, telemetry, instrument, every):
+    """Between the computed steps nothing reaches the host; the running state catches up on them."""
+    instrument(live_every=every)
+    prompt = prompt_ending_in(LOOP_START_TOKEN, FLUENT_START_TOKEN, NONFINITE_START_TOKEN)
+    _, check = generate_compared(successor_model, prompt, every=every, max_new_tokens=40, eos_token_id=FLUENT_EOS)
+    assert list(check.compared) == list(range(every - 1, 40, every))
+    # the fluent sequence is seen at the computed steps up to its EOS step, not after
+    assert [step for step, rows in check.compared.items() if 1 in rows] == list(range(every - 1, FLUENT_EOS_STEP + 1, every))
+    assert {i for i, _ in check.loop_steps} == {0}
     assert "corevital.error" not in telemetry.only_span().attributes
 
 

@@ -58,6 +58,26 @@ def test_a_repetition_loop_is_stopped_soon_after_it_starts(successor_model, tele
     assert stop == min(s.step for s in run.steps if s.repetition_loop)
 
 
+@pytest.mark.parametrize("every", [2, 4])
+def test_with_live_every_a_loop_is_stopped_at_the_first_computed_step_from_its_confirmation(
+    successor_model, telemetry, instrument, every
+):
+    instrumentor = instrument()
+    _, each_step = generate(successor_model, prompt_ending_in(LOOP_START_TOKEN))
+    confirmed = each_step.interventions[0].step
+    instrumentor.uninstrument()
+    instrument(live_every=every)
+    output, run = generate(successor_model, prompt_ending_in(LOOP_START_TOKEN))
+
+    stop = run.interventions[0].step
+    assert stop == confirmed + (-(confirmed + 1) % every)  # at most every - 1 tokens later
+    assert [s.step for s in run.steps] == list(range(every - 1, stop + 1, every))
+    assert set(output[0, PROMPT_WIDTH + stop + 1 :].tolist()) <= {successor_model.generation_config.pad_token_id}
+    span = telemetry.finished()[-1]
+    assert span.attributes["gen_ai.usage.output_tokens"] == stop + 1
+    assert span.attributes["gen_ai.response.finish_reasons"] == ("corevital.repetition_loop",)
+
+
 def test_a_fluent_run_is_left_alone(successor_model, telemetry, instrument):
     expected = successor_model.generate(
         prompt_ending_in(FLUENT_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False

@@ -249,6 +249,7 @@ BAD_ENV_VALUES = {
     "max_step_events": "0",
     "payload_max_bytes": "lots",
     "attention_every": "-3",
+    "live_every": "0",
     "capture_message_content": "maybe",
     "profile_overrides": '{"no_such_key": 1}',
     "profile": "/no/such/profile.json",

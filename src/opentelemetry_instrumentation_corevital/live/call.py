@@ -22,14 +22,15 @@ _STOPPING_CRITERIA = "stopping_criteria"
 
 
 class LiveCall:
-    def __init__(self, session, profile, eos_token_ids, span, faults, global_listener: StepListener | None):
+    def __init__(self, session, profile, eos_token_ids, span, faults, global_listener: StepListener | None,
+                 every: int = 1):
         self.run = current_run()
         listeners = [global_listener] if global_listener is not None else []
         if self.run is not None:
             listeners.extend(self.run.listeners())
             if self.run.rag is not None and span.is_recording():
                 span.set_attributes(self.run.rag.span_attributes())
-        self.monitor = LiveMonitor(StepComputer(session, profile, eos_token_ids), listeners, span, faults)
+        self.monitor = LiveMonitor(StepComputer(session, profile, eos_token_ids), listeners, span, faults, every)
         # only a user's callback pays the per-step sync; a Run records the steps someone else asked for
         self.someone_listens = global_listener is not None or (self.run is not None and self.run.on_step is not None)
 

@@ -3,7 +3,9 @@
 The handler creates a monitor for every captured call and makes it active for the call's
 thread (a ContextVar, like the capture session). Nothing runs until `advance` is called,
 by the step hook (when a listener is attached) or by a `CoreVitalStoppingCriteria`: both
-run in transformers' stopping-criteria slot, after each step's token is chosen.
+run in transformers' stopping-criteria slot, after each step's token is chosen. With
+`every` = n it computes after every n-th generated token only (steps n-1, 2n-1, ...) and
+answers nothing in between, so the steps between copy nothing to the host.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ class Intervention:
 
 
 class LiveMonitor:
-    def __init__(self, computer: StepComputer, listeners: list[StepListener], span, faults):
+    def __init__(self, computer: StepComputer, listeners: list[StepListener], span, faults, every: int = 1):
         self.computer = computer
+        self.every = every
         self.listeners = listeners
         self.span = span
         self.faults = faults
@@ -63,11 +66,14 @@ class LiveMonitor:
             _ACTIVE.reset(token)
 
     def advance(self, input_ids: torch.Tensor) -> list[StepSummary]:
-        """Summaries of the still-running sequences at the current step; computed once per step."""
+        """Summaries of the still-running sequences at the current step; computed once per step,
+        on the steps `every` selects (none on the others)."""
         step = self.computer.session.step
         if step == self._step:
             return self._current
         self._step, self._current = step, []
+        if (step + 1) % self.every:
+            return self._current
         try:
             reason = self.computer.unavailable_reason(input_ids)
             if reason is not None:

@@ -66,7 +66,7 @@ class _HostMirror:
         self.tokens_filled = 0
 
     def extend(self, buffers, step: int, input_ids: torch.Tensor) -> None:
-        if self.tokens is None:
+        if step == self.tokens_filled:  # read at every step: blocks would only add a copy
             buffers.summarise_each_step()
         else:
             buffers.flush()
