@@ -91,7 +91,8 @@ def _copy_path(gguf: Path) -> Path:
 def content_key(gguf: Path, distribution: str = GGUF_DISTRIBUTION) -> str:
     """Names the content of `gguf`: its size and the sha256 the installer recorded for it in
     `distribution`'s RECORD (no need to read the file), else its size and mtime."""
-    size = gguf.stat().st_size
+    stat = gguf.stat()
+    size = stat.st_size
     try:
         installed = importlib.metadata.distribution(distribution)
         for record in installed.files or ():
@@ -99,7 +100,7 @@ def content_key(gguf: Path, distribution: str = GGUF_DISTRIBUTION) -> str:
                 return f"{size}-{record.hash.mode}-{record.hash.value[:22]}"
     except importlib.metadata.PackageNotFoundError:
         pass
-    return f"{size}-{int(gguf.stat().st_mtime)}"
+    return f"{size}-{int(stat.st_mtime)}"
 
 
 def _save_copy(model, tokenizer, target: Path) -> None:

@@ -140,10 +140,11 @@ def test_capture_off_calls_no_listener_and_generates_normally(models, telemetry,
     assert seen == [] and run.risk is None
 
 
-def test_beam_search_gets_no_live_health_and_the_span_says_why(models, telemetry, instrument):
+@pytest.mark.parametrize("every", [1, 8])  # 8: no computed step in a 6-token call, still said
+def test_beam_search_gets_no_live_health_and_the_span_says_why(models, telemetry, instrument, every):
     model = models["llama"]
     expected = model.generate(prompt_ids(), max_new_tokens=6, num_beams=2, do_sample=False)
-    instrument()
+    instrument(live_every=every)
     seen = []
     with observe(on_step=seen.append):
         output = model.generate(prompt_ids(), max_new_tokens=6, num_beams=2, do_sample=False)

@@ -72,13 +72,13 @@ class LiveMonitor:
         if step == self._step:
             return self._current
         self._step, self._current = step, []
-        if (step + 1) % self.every:
-            return self._current
         try:
             reason = self.computer.unavailable_reason(input_ids)
-            if reason is not None:
+            if reason is not None:  # said at every step, so a call shorter than `every` says it too
                 if self.span.is_recording():
                     self.span.set_attribute(attrs.LIVE_UNAVAILABLE_REASON, reason)
+                return self._current
+            if (step + 1) % self.every:
                 return self._current
             self._current = [
                 summary for summary in self.computer.advance(input_ids) if summary.sequence not in self.interventions
