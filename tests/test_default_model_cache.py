@@ -69,21 +69,21 @@ def test_a_reinstalled_wheel_reuses_the_copy_and_new_weights_do_not(monkeypatch,
     monkeypatch.syspath_prepend(str(tmp_path / "a"))
     monkeypatch.syspath_prepend(str(tmp_path / "b"))
     weights = _installed_weights(tmp_path / "a", "cv_weights_a", b"same bytes", b"same bytes")
-    before = default_model.content_key(weights, "cv_weights_a")
+    before = default_model._content_key(weights, "cv_weights_a")
     os.utime(weights, (1_000_000_000, 1_000_000_000))  # pip gives a reinstalled file a new mtime
-    assert default_model.content_key(weights, "cv_weights_a") == before
+    assert default_model._content_key(weights, "cv_weights_a") == before
 
     # same size and mtime, other recorded content: a size-and-mtime key would reuse the wrong copy
     other = _installed_weights(tmp_path / "b", "cv_weights_b", b"same bytes", b"other bytes")
     os.utime(other, (1_000_000_000, 1_000_000_000))
-    assert default_model.content_key(other, "cv_weights_b") != before
+    assert default_model._content_key(other, "cv_weights_b") != before
 
 
 def test_a_file_no_installer_recorded_is_keyed_by_size_and_mtime(tmp_path):
     loose = tmp_path / "loose.gguf"
     loose.write_bytes(b"weights")
     os.utime(loose, (1_000_000_000, 1_000_000_000))
-    assert default_model.content_key(loose, "no-such-distribution") == "7-1000000000"
+    assert default_model._content_key(loose, "no-such-distribution") == "7-1000000000"
 
 
 def test_the_installed_default_model_is_keyed_by_its_recorded_hash():

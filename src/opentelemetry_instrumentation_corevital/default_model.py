@@ -85,10 +85,10 @@ def _copy_path(gguf: Path) -> Path:
     # wheel, which gives the file a new mtime, does not.
     import transformers
 
-    return cache_dir() / f"smollm2-{content_key(gguf)}-transformers{transformers.__version__}"
+    return cache_dir() / f"smollm2-{_content_key(gguf)}-transformers{transformers.__version__}"
 
 
-def content_key(gguf: Path, distribution: str = GGUF_DISTRIBUTION) -> str:
+def _content_key(gguf: Path, distribution: str = GGUF_DISTRIBUTION) -> str:
     """Names the content of `gguf`: its size and the sha256 the installer recorded for it in
     `distribution`'s RECORD (no need to read the file), else its size and mtime."""
     stat = gguf.stat()
