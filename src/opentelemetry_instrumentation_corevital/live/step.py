@@ -2,11 +2,12 @@
 
 A `StepComputer` belongs to one generate call (through its `LiveMonitor`). It costs nothing
 until someone asks for a step (a listener is attached or a `CoreVitalStoppingCriteria` is in
-the call): from then on the device buffers summarise each step as it is recorded (blocks of
-steps would only add a copy), and once per decoding step the step's summaries and chosen tokens
-cross from them to a host mirror in one packed copy (one sync per step), are turned into each
-sequence's row the way `CaptureSession.resolve` would, and update a `RunningHealth`: constant
-work per step, numpy over the batch. Its values are the final report's values for the steps so
+the call). At each step it is asked for (every step, or every n-th with `live_every`) the
+summaries and chosen tokens of the steps since the last ask cross from the device buffers to a
+host mirror in one packed copy (one sync), are turned into each sequence's row the way
+`CaptureSession.resolve` would, and update a `RunningHealth`: constant work per step, numpy over
+the batch. Asked at every step, the device buffers summarise each step as it is recorded
+(blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values are the final report's values for the steps so
 far (analysis/running.py says how exactly), so a recalibrated risk model or profile applies
 here too.
 """
