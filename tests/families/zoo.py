@@ -85,11 +85,12 @@ FAMILIES = [
     _decoder("mpt", "MptForCausalLM", "MptConfig", "ALiBi positions, decodes without a cache",
              unsupported={mode: "transformers: assisted decoding requires a cache" for mode in SPECULATIVE},
              **{"n_layers": 2, "d_model": 64, "n_heads": 4, "max_seq_len": 256}),
-    _decoder("falcon", "FalconForCausalLM", "FalconConfig", "calls SDPA directly", num_kv_heads=2,
+    _decoder("falcon", "FalconForCausalLM", "FalconConfig", "calls SDPA directly (up to transformers 5.24)", num_kv_heads=2,
              new_decoder_architecture=True,
-             limits="under SDPA, Falcon calls torch's `scaled_dot_product_attention` itself, outside "
+             limits="up to transformers 5.24, under SDPA, Falcon calls torch's `scaled_dot_product_attention` itself, outside "
              "transformers' attention registry, and returns no weights: attention is reported unavailable "
-             "with that reason; with `attn_implementation=\"eager\"` it is observed (checked by the matrix)"),
+             "with that reason; with `attn_implementation=\"eager\"` it is observed (checked by the matrix); from 5.25 "
+             "it goes through the registry and is observed under SDPA too"),
     _decoder("gpt_neox", "GPTNeoXForCausalLM", "GPTNeoXConfig", "parallel residual"),
     _decoder("opt", "OPTForCausalLM", "OPTConfig", "learned positions with an offset",
              ffn_dim=128, word_embed_proj_dim=64),
