@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opentelemetry_instrumentation_corevital.analysis.running import RunningHealth
+from opentelemetry_instrumentation_corevital.analysis.running import LOOP_AND_NONFINITE_FEATURES, RunningHealth
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from opentelemetry_instrumentation_corevital.summaries import ATTENTION_STATS, HIDDEN_STATS, LOGIT_STATS, RunSummaries
 from tests.support.running_reference import (
@@ -109,6 +109,34 @@ def live_runs(draw):
 @given(summaries=live_runs())
 def test_running_health_equals_the_analysis_of_the_steps_so_far(profile_name, summaries):
     assert_running_equals_analysis(summaries, PROFILES[profile_name])
+
+
+@pytest.mark.parametrize("profile_name", ["default", "short windows"])
+@settings(max_examples=60, deadline=None)
+@given(summaries=live_runs())
+def test_without_risk_and_signals_the_loop_and_nonfinite_equal_the_analysis(profile_name, summaries):
+    """What a health stop without a risk threshold reads, kept alone, is what the full state gives."""
+    profile = PROFILES[profile_name]
+    health = RunningHealth(profile, summaries.num_sequences, summaries.num_layers, summaries.num_heads,
+                           capacity=summaries.num_steps, risk_and_signals=False)
+    for step in range(summaries.num_steps):
+        health.add_step(step_rows(summaries, step))
+        features = health.features(LOOP_AND_NONFINITE_FEATURES)
+        for i in np.flatnonzero(summaries.valid[:, step]):
+            expected = expected_at(summaries, i, step, profile)
+            where = f"sequence {i} step {step}"
+            assert_features_equal(features[i], {k: expected.features[k] for k in LOOP_AND_NONFINITE_FEATURES}, where)
+            assert bool(health.nonfinite[i]) == expected.nonfinite, where
+
+
+def test_without_risk_and_signals_other_features_and_signals_are_refused():
+    run = make_run(steps=3)
+    health = RunningHealth(PROFILES["default"], 1, run.num_layers, run.num_heads, capacity=3, risk_and_signals=False)
+    health.add_step(step_rows(run, 0))
+    with pytest.raises(ValueError, match="keeps .* only, not .*entropy_mean"):
+        health.features(("repetition_loop", "entropy_mean"))
+    with pytest.raises(ValueError, match="keeps no early-warning signals"):
+        health.signals()
 
 
 @pytest.mark.parametrize("period", [1, 3, 7])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import CoreVitalStoppingCriteria, observe
+from opentelemetry_instrumentation_corevital.live import step as step_module
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from tests.conftest import prompt_ids
 
@@ -190,3 +191,40 @@ def test_without_instrumentation_the_criterion_warns_once_and_never_stops(succes
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CoreVitalStoppingCriteria(**kwargs)
+
+
+@pytest.fixture
+def computed_with_risk(monkeypatch):
+    """Whether each call's live steps carried the risk and signals (the full state) or the stop rules only."""
+    seen = []
+    original = step_module.StepComputer.__init__
+
+    def recording(computer, *args, **kwargs):
+        original(computer, *args, **kwargs)
+        seen.append(computer.risk_and_signals)
+
+    monkeypatch.setattr(step_module.StepComputer, "__init__", recording)
+    return seen
+
+
+def test_with_no_listener_and_no_risk_threshold_the_stop_rules_alone_stop_the_same_steps(
+    successor_model, telemetry, instrument, computed_with_risk
+):
+    """The default health stop keeps the loop and NaN/Inf state only: it stops what the full live health stops."""
+    instrument()
+    prompt = prompt_ending_in(LOOP_START_TOKEN, FLUENT_START_TOKEN, NONFINITE_START_TOKEN)
+    full, _ = generate(successor_model, prompt)  # observe() records the steps: the full state
+    stop_rules_only = successor_model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                               stopping_criteria=[CoreVitalStoppingCriteria()])
+    risk_kept = successor_model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                         stopping_criteria=[CoreVitalStoppingCriteria(risk_threshold=1.0)])
+
+    assert computed_with_risk == [True, False, True]
+    assert torch.equal(stop_rules_only, full) and torch.equal(risk_kept, full)
+    spans = telemetry.finished()
+    stops = [{(e["corevital.intervention.sequence"], e["corevital.intervention.step"], e["corevital.intervention.reason"])
+              for e in interventions(span)} for span in spans]
+    assert {reason for _, _, reason in stops[0]} == {"repetition_loop", "nonfinite"}
+    assert stops[1] == stops[0] == stops[2]
+    assert spans[1].attributes["gen_ai.response.finish_reasons"] == spans[0].attributes["gen_ai.response.finish_reasons"]
+    assert "corevital.error" not in spans[1].attributes

@@ -13,6 +13,9 @@ finite values within rounding (a running sum, not numpy's pairwise one).
 
 A sequence's steps are valid from step 0 until it finishes (the EOS step is its last), so all
 sequences valid at step s have s + 1 steps: the trailing windows of the batch line up.
+
+With `risk_and_signals=False` it keeps only the loop and NaN/Inf state (what a health stop
+without a risk threshold reads), at about half the cost; the invariant holds for those.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ _MEANS = {name: column for column, name in
 _RUNS = {name: column for column, name in enumerate(("low_entropy", "confident"))}
 _WINDOWS = {name: column for column, name in enumerate(("entropy", "margin", "norm"))}
 _MEAN_DEFAULTS = np.array([1.0 if name == "answer_confidence" else 0.0 for name in _MEANS])
+# what a RunningHealth without risk and signals still answers
+LOOP_AND_NONFINITE_FEATURES = (NAN_OR_INF, "repetition_loop", "repetition_fraction")
 
 
 @dataclass(frozen=True)
@@ -297,11 +302,15 @@ class _Repetition:
 
 
 class RunningHealth:
-    """The live health of a batch of N sequences; feed it steps 0, 1, 2, ... with `add_step`."""
+    """The live health of a batch of N sequences; feed it steps 0, 1, 2, ... with `add_step`.
+    Without `risk_and_signals`, `features` answers LOOP_AND_NONFINITE_FEATURES only and
+    `signals` none."""
 
-    def __init__(self, profile: Profile, num_sequences: int, num_layers: int, num_heads: int, capacity: int):
+    def __init__(self, profile: Profile, num_sequences: int, num_layers: int, num_heads: int, capacity: int,
+                 risk_and_signals: bool = True):
         n, window = num_sequences, profile.early_warning_window
         self.profile = profile
+        self.risk_and_signals = risk_and_signals
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.capacity = capacity
@@ -340,15 +349,17 @@ class RunningHealth:
         self.steps += 1
         logits = step.logits[rows].astype(np.float64)
         hidden = step.hidden[rows].astype(np.float64)
-        self._add_logits(rows, t, logits)
-        norm = self._add_hidden(rows, t, hidden, logits)
-        window = np.empty((rows.size, len(_WINDOWS)))
-        window[:, _WINDOWS["entropy"]] = logits[:, _LOGIT["entropy"]]
-        window[:, _WINDOWS["margin"]] = logits[:, _LOGIT["margin"]]
-        window[:, _WINDOWS["norm"]] = norm
-        self.windows.add(rows, window)
-        if step.collapsed_heads is not None:
-            self._add_collapsed_heads(rows, step.collapsed_heads[rows].astype(np.float64))
+        layer_nonfinite = self._add_nonfinite(rows, hidden, logits)
+        if self.risk_and_signals:
+            self._add_logits(rows, t, logits)
+            norm = self._add_hidden(rows, t, hidden, layer_nonfinite)
+            window = np.empty((rows.size, len(_WINDOWS)))
+            window[:, _WINDOWS["entropy"]] = logits[:, _LOGIT["entropy"]]
+            window[:, _WINDOWS["margin"]] = logits[:, _LOGIT["margin"]]
+            window[:, _WINDOWS["norm"]] = norm
+            self.windows.add(rows, window)
+            if step.collapsed_heads is not None:
+                self._add_collapsed_heads(rows, step.collapsed_heads[rows].astype(np.float64))
         cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
         self.repetition.add(rows, step.token_ids[rows], cosine)
 
@@ -374,13 +385,17 @@ class RunningHealth:
         self.runs.add(rows, runs)
         self.surprisal_ring[rows, t % profile.early_warning_window] = np.where(np.isnan(surprisal), -np.inf, surprisal)
 
-    def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Update the hidden-state statistics; returns the step's mean L2 over the layers (the norm window's value)."""
-        layer_nonfinite = (hidden[..., _NAN_COUNT] > 0) | (hidden[..., _INF_COUNT] > 0)  # [n, L]
+    def _add_nonfinite(self, rows: np.ndarray, hidden: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Update the NaN/Inf flags; returns which layers of each row had one [n, L]."""
+        layer_nonfinite = (hidden[..., _NAN_COUNT] > 0) | (hidden[..., _INF_COUNT] > 0)
         logit_nonfinite = (logits[:, _LOGIT["nan_count"]] > 0) | (logits[:, _LOGIT["inf_count"]] > 0)
         self.nonfinite[:] = False
         self.nonfinite[rows] = layer_nonfinite.any(axis=1) | logit_nonfinite
         self.any_nonfinite |= self.nonfinite
+        return layer_nonfinite
+
+    def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, layer_nonfinite: np.ndarray) -> np.ndarray:
+        """Update the hidden-state statistics; returns the step's mean L2 over the layers (the norm window's value)."""
         self.middle_nonfinite[rows] |= layer_nonfinite[:, self.middle].any(axis=1)
         if t < NORM_SPREAD_STEPS and self.num_layers:
             self.spread_l2[rows, t] = hidden[:, middle_layer(self.num_layers), _L2]
@@ -477,6 +492,8 @@ class RunningHealth:
     def features(self, names: Sequence[str] = (NAN_OR_INF, *RISK_FEATURE_NAMES)) -> dict[int, dict[str, float]]:
         """Per sequence running at the newest step, the features `names` as risk_features_of gives
         them for its steps so far (a live step asks only for those its risk model reads)."""
+        if not self.risk_and_signals and not set(names) <= set(LOOP_AND_NONFINITE_FEATURES):
+            raise ValueError(f"this RunningHealth keeps {LOOP_AND_NONFINITE_FEATURES} only, not {tuple(names)}")
         steps = self.steps
         means = functools.cache(lambda: self.means.means(_MEAN_DEFAULTS))
         runs = functools.cache(lambda: self.runs.fraction(steps))
@@ -522,6 +539,8 @@ class RunningHealth:
 
     def signals(self) -> dict[int, tuple[str, ...]]:
         """Per sequence running at the newest step, its early-warning signals there (early_warning_of, live)."""
+        if not self.risk_and_signals:
+            raise ValueError("this RunningHealth keeps no early-warning signals (risk_and_signals=False)")
         profile = self.profile
         recent, earlier = self.windows.recent_and_earlier()
         earlier_std = self.windows.earlier_std()

@@ -3,7 +3,9 @@
 Creates the call's monitor, adds the step hook to the call's stopping criteria when a
 listener is attached (a new StoppingCriteriaList: the caller's own list is never changed),
 records the RAG context of an enclosing `observe()` on the span, and at the end applies the
-early stops to the call's result and hands the outcome to the `Run`. `NO_LIVE_CALL` stands in
+early stops to the call's result and hands the outcome to the `Run`. When nothing but
+`CoreVitalStoppingCriteria` without a risk threshold reads the steps (no listener, no `observe()`,
+the criteria passed by keyword), the steps carry the loop and NaN/Inf decisions only. `NO_LIVE_CALL` stands in
 when creating one failed, so the handler never asks whether a live call exists.
 """
 
@@ -17,20 +19,23 @@ from transformers import StoppingCriteriaList
 from .monitor import LiveMonitor, StepHook, StepListener
 from .observe import current_run
 from .step import StepComputer
+from .stopping import CoreVitalStoppingCriteria
 
 _STOPPING_CRITERIA = "stopping_criteria"
 
 
 class LiveCall:
     def __init__(self, session, profile, eos_token_ids, span, faults, global_listener: StepListener | None,
-                 every: int = 1):
+                 every: int = 1, stopping_criteria=None):
         self.run = current_run()
         listeners = [global_listener] if global_listener is not None else []
         if self.run is not None:
             listeners.extend(self.run.listeners())
             if self.run.rag is not None and span.is_recording():
                 span.set_attributes(self.run.rag.span_attributes())
-        self.monitor = LiveMonitor(StepComputer(session, profile, eos_token_ids), listeners, span, faults, every)
+        risk_and_signals = bool(listeners) or not _stop_rules_only(stopping_criteria)
+        computer = StepComputer(session, profile, eos_token_ids, risk_and_signals=risk_and_signals)
+        self.monitor = LiveMonitor(computer, listeners, span, faults, every)
         # only a user's callback pays the per-step sync; a Run records the steps someone else asked for
         self.someone_listens = global_listener is not None or (self.run is not None and self.run.on_step is not None)
 
@@ -63,6 +68,14 @@ class LiveCall:
                 span, analysis, risk_threshold,
                 list(self.monitor.interventions.values()), list(getattr(result, "finish_reasons", [])),
             )
+
+
+def _stop_rules_only(stopping_criteria) -> bool:
+    """The call's criteria include ours, and none of ours reads the risk."""
+    if not isinstance(stopping_criteria, (list, tuple)):
+        return False
+    ours = [c for c in stopping_criteria if isinstance(c, CoreVitalStoppingCriteria)]
+    return bool(ours) and all(c.risk_threshold is None for c in ours)
 
 
 class NoLiveCall:

@@ -9,11 +9,13 @@ host mirror in one packed copy (one sync), are turned into each sequence's row t
 the batch. Asked at every step, the device buffers summarise each step as it is recorded
 (blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values are the final report's values for the steps so
 far (analysis/running.py says how exactly), so a recalibrated risk model or profile applies
-here too.
+here too. When only the stop rules read the steps (no listener, no risk threshold), the
+surprisal and attention stay on the device and the running state keeps the loop and NaN/Inf.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,8 @@ from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS
 
 _MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads")
+# what the loop and NaN/Inf decisions read
+_MIRRORED_FOR_STOP_RULES = ("logits", "hidden", "cosine")
 _DEVICE_LOGIT_COLUMNS = [LOGIT_STATS.index(name) for name in DEVICE_LOGIT_STATS]
 _SURPRISAL = LOGIT_STATS.index("surprisal")
 _ENTROPY, _MARGIN = LOGIT_STATS.index("entropy"), LOGIT_STATS.index("margin")
@@ -40,7 +44,9 @@ class StepSummary:
     entropy and surprisal in bits and margin in probability, from the raw logits; `risk` is
     the risk score of this sequence's steps so far; `signals` the early-warning signals active
     at this step; `repetition_loop` whether a loop is confirmed in the steps so far;
-    `nonfinite` whether this step saw NaN/Inf in the logits or a layer's hidden state.
+    `nonfinite` whether this step saw NaN/Inf in the logits or a layer's hidden state. In a call
+    whose only reader is a `CoreVitalStoppingCriteria` without a risk threshold, risk and
+    surprisal are NaN and signals empty (nobody sees those summaries).
     """
 
     step: int
@@ -58,9 +64,11 @@ class StepSummary:
 class _HostMirror:
     """Host copies of the device buffers and the generated tokens, extended one step at a time:
     the rows new since the last step, packed into one device tensor, cross to the host in one
-    copy (one sync per step)."""
+    copy (one sync per step). The buffers named in `mirrored` are copied; the surprisal only
+    when named there."""
 
-    def __init__(self):
+    def __init__(self, mirrored: tuple[str, ...] = _MIRRORED):
+        self.mirrored = mirrored
         self.arrays: dict[str, np.ndarray] = {}
         self.filled: dict[str, int] = {}
         self.tokens: np.ndarray | None = None  # int64 [R, max_steps]
@@ -72,7 +80,7 @@ class _HostMirror:
         else:
             buffers.flush()
         pieces, targets = [], []
-        for name in _MIRRORED:
+        for name in self.mirrored:
             tensor = getattr(buffers, name)
             if tensor is None:
                 continue
@@ -86,9 +94,10 @@ class _HostMirror:
                 pieces.append(tensor[start:end].reshape(-1))
                 targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
-        # capture.buffers records this at the next forward, from the same log-probs
-        pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]))
-        targets.append(self.arrays["surprisal"][step])
+        if "surprisal" in self.arrays:
+            # capture.buffers records this at the next forward, from the same log-probs
+            pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]))
+            targets.append(self.arrays["surprisal"][step])
         if self.tokens is None:
             self.tokens = np.zeros((buffers.rows, buffers.max_steps), np.int64)
         new_tokens = input_ids[:, buffers.prompt_width + self.tokens_filled : buffers.prompt_width + step + 1]
@@ -105,13 +114,19 @@ class _HostMirror:
 
 
 class StepComputer:
-    """Turns a capture session's buffers into per-sequence StepSummaries after each step."""
+    """Turns a capture session's buffers into per-sequence StepSummaries after each step.
 
-    def __init__(self, session, profile, eos_token_ids):
+    Without `risk_and_signals` (nobody reads more than a health stop without a risk threshold)
+    a summary carries the loop and NaN/Inf decisions, entropy and margin only: risk and
+    surprisal NaN, no signals; the surprisal and attention never leave the device.
+    """
+
+    def __init__(self, session, profile, eos_token_ids, risk_and_signals: bool = True):
         self.session = session
         self.profile = profile
         self.eos_token_ids = np.array(sorted(eos_token_ids), np.int64)
-        self.mirror = _HostMirror()
+        self.risk_and_signals = risk_and_signals
+        self.mirror = _HostMirror(_MIRRORED if risk_and_signals else _MIRRORED_FOR_STOP_RULES)
         self.health: RunningHealth | None = None
         self.feature_names: tuple[str, ...] = ()  # what a StepSummary reads: the risk model's inputs and the loop
         self.finished: np.ndarray | None = None  # bool [R]: chose EOS at an earlier step
@@ -139,18 +154,19 @@ class StepComputer:
             self.mirror.extend(buffers, step, input_ids)
             if self.health is None:
                 self.health = RunningHealth(self.profile, buffers.rows, buffers.num_layers,
-                                            self.session.layout.num_heads, buffers.max_steps)
+                                            self.session.layout.num_heads, buffers.max_steps,
+                                            risk_and_signals=self.risk_and_signals)
                 self.finished = np.zeros(buffers.rows, bool)
-                self.feature_names = tuple(
-                    dict.fromkeys((NAN_OR_INF, "repetition_loop", *self.profile.risk_model.features))
-                )
+                risk_features = self.profile.risk_model.features if self.risk_and_signals else ()
+                self.feature_names = tuple(dict.fromkeys((NAN_OR_INF, "repetition_loop", *risk_features)))
             for t in range(self.health.steps, step + 1):
                 rows = self._rows_at(t)
                 self.health.add_step(rows)
         except Exception:
             self.failed = True
             raise
-        features, signals = self.health.features(self.feature_names), self.health.signals()
+        features = self.health.features(self.feature_names)
+        signals = self.health.signals() if self.risk_and_signals else {}
         return [
             StepSummary(
                 step=step,
@@ -159,8 +175,8 @@ class StepComputer:
                 entropy=float(rows.logits[row, _ENTROPY]),
                 surprisal=float(rows.logits[row, _SURPRISAL]),
                 margin=float(rows.logits[row, _MARGIN]),
-                risk=risk_score(features[row], self.profile),
-                signals=signals[row],
+                risk=risk_score(features[row], self.profile) if self.risk_and_signals else math.nan,
+                signals=signals.get(row, ()),
                 repetition_loop=features[row]["repetition_loop"] > 0,
                 nonfinite=bool(self.health.nonfinite[row]),
             )
@@ -175,7 +191,7 @@ class StepComputer:
         self.finished = self.finished | (tokens[:, None] == self.eos_token_ids).any(axis=1)
         logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
-        logits[:, _SURPRISAL] = arrays["surprisal"][t]
+        logits[:, _SURPRISAL] = arrays["surprisal"][t] if "surprisal" in arrays else np.nan
         heads = arrays.get("heads")  # [F, L, 2, R, H]
         if heads is not None and np.isnan(heads[t, :, 0]).all():
             heads = None  # attention was not observed at this step: no collapsed-head count to add
