@@ -207,11 +207,12 @@ def computed_with_risk(monkeypatch):
     return seen
 
 
+@pytest.mark.parametrize("every", [1, 3])
 def test_with_no_listener_and_no_risk_threshold_the_stop_rules_alone_stop_the_same_steps(
-    successor_model, telemetry, instrument, computed_with_risk
+    successor_model, telemetry, instrument, computed_with_risk, every
 ):
     """The default health stop keeps the loop and NaN/Inf state only: it stops what the full live health stops."""
-    instrument()
+    instrument(live_every=every)
     prompt = prompt_ending_in(LOOP_START_TOKEN, FLUENT_START_TOKEN, NONFINITE_START_TOKEN)
     full, _ = generate(successor_model, prompt)  # observe() records the steps: the full state
     stop_rules_only = successor_model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False,
