@@ -4,9 +4,10 @@ Creates the call's monitor, adds the step hook to the call's stopping criteria w
 listener is attached (a new StoppingCriteriaList: the caller's own list is never changed),
 records the RAG context of an enclosing `observe()` on the span, and at the end applies the
 early stops to the call's result and hands the outcome to the `Run`. When nothing but
-`CoreVitalStoppingCriteria` without a risk threshold reads the steps (no listener, no `observe()`,
-the criteria passed by keyword), the steps carry the loop and NaN/Inf decisions only. `NO_LIVE_CALL` stands in
-when creating one failed, so the handler never asks whether a live call exists.
+`CoreVitalStoppingCriteria` without a risk threshold reads the steps (no listener, no
+`observe()`, the criteria passed by keyword), the steps carry the loop and NaN/Inf decisions
+only. `NO_LIVE_CALL` stands in when creating one failed, so the handler never asks whether a
+live call exists.
 """
 
 from __future__ import annotations

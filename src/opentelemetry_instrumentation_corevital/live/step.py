@@ -7,9 +7,9 @@ summaries and chosen tokens of the steps since the last ask cross from the devic
 host mirror in one packed copy (one sync), are turned into each sequence's row the way
 `CaptureSession.resolve` would, and update a `RunningHealth`: constant work per step, numpy over
 the batch. Asked at every step, the device buffers summarise each step as it is recorded
-(blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values are the final report's values for the steps so
-far (analysis/running.py says how exactly), so a recalibrated risk model or profile applies
-here too. When only the stop rules read the steps (no listener, no risk threshold), the
+(blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values
+are the final report's values for the steps so far (analysis/running.py says how exactly), so
+a recalibrated risk model or profile applies here too. When only the stop rules read the steps (no listener, no risk threshold), the
 surprisal and attention stay on the device and the running state keeps the loop and NaN/Inf.
 """
 
@@ -94,7 +94,7 @@ class _HostMirror:
                 pieces.append(tensor[start:end].reshape(-1))
                 targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
-        if "surprisal" in self.arrays:
+        if "surprisal" in self.mirrored:
             # capture.buffers records this at the next forward, from the same log-probs
             pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]))
             targets.append(self.arrays["surprisal"][step])
