@@ -67,20 +67,24 @@ class CoreVitalStoppingCriteria(StoppingCriteria):
         return None
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        # made on the ids' device: a host tensor would cost a copy to it at every step
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         monitor = active_monitor()
         if monitor is None:
             self._warn_inactive()
-            return done.to(input_ids.device)
+            return done
+        stopped = []
         try:
             for summary in monitor.advance(input_ids):
                 reason = self.reason_to_stop(summary)
                 if reason is not None and summary.sequence < done.shape[0]:
                     monitor.stop(summary, reason)
-                    done[summary.sequence] = True
+                    stopped.append(summary.sequence)
         except Exception as exc:  # our fault never stops or breaks generation
             monitor.faults.record(monitor.span, "stopping", exc)
-        return done.to(input_ids.device)
+        if stopped:
+            done[stopped] = True
+        return done
 
     def _warn_inactive(self) -> None:
         if not self._warned:
