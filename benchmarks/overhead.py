@@ -10,8 +10,10 @@ a noisy host only ever adds time), and the peak device memory each mode used bey
 generate, as a share of the model's own weights. `original` reproduces the original CoreVital's approach
 (eager attention plus output_attentions / output_hidden_states / output_scores) for scale.
 `listener` is summary mode with a (no-op) step listener attached, `health_stop` summary mode
-with a CoreVitalStoppingCriteria whose rules are all off: both pay the per-step host copy and
-the running health update, and neither shortens the run.
+with a CoreVitalStoppingCriteria whose rules are all off and no risk threshold (the call keeps
+the stop rules' state only, as the default criterion's does), `health_stop_risk` the same with
+a risk threshold that never applies (the full live state, as a listener has): all pay the
+per-step host copy and the running health update, and none shortens the run.
 
 `--compile static` runs the compiled path: a static cache, with which transformers compiles
 the forward by itself (its default CompileConfig: inductor with CUDA graphs, "reduce-overhead");
@@ -81,7 +83,7 @@ PRESETS = {
     ),
 }
 DEFAULT_MODES = ["off", "summary", "full", "on_risk", "original"]
-LIVE_MODES = ("listener", "health_stop")  # summary capture plus real-time health on every step
+LIVE_MODES = ("listener", "health_stop", "health_stop_risk")  # summary capture plus real-time health on every step
 CONTROL = "plain_control"  # plain generate paired with itself
 FLOORS = ("probe_floor", "probe_floor_forward")  # plain generate with empty probes at every layer
 
@@ -222,6 +224,9 @@ class Modes:
         elif name == "health_stop":
             rules_off = dict(stop_on_repetition_loop=False, stop_on_nonfinite=False, risk_threshold=None)
             extra["stopping_criteria"] = [CoreVitalStoppingCriteria(**rules_off)]
+        elif name == "health_stop_risk":  # the risk rule would apply from a step no call reaches
+            rules_off = dict(stop_on_repetition_loop=False, stop_on_nonfinite=False, risk_threshold=1.0)
+            extra["stopping_criteria"] = [CoreVitalStoppingCriteria(**rules_off, min_steps=1 << 30)]
         self.instrumentor.instrument(
             tracer_provider=self.tracer_provider, meter_provider=self.meter_provider, **settings
         )

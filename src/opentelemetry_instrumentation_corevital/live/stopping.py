@@ -10,6 +10,8 @@ sequence that entered a repetition loop, produced NaN/Inf, or whose running risk
 `risk_threshold`. The span gets a `corevital.intervention` event (step, reason, sequence) and
 the stopped sequence's finish reason is `corevital.repetition_loop`, `corevital.nonfinite` or
 `corevital.risk`. Other sequences of the batch go on. Without an active monitor it never stops.
+Without a risk threshold, in a call with no step listener and no `observe()` block, the call
+keeps only the state these rules read (live/call.py), which costs less per step.
 """
 
 from __future__ import annotations
