@@ -9,8 +9,9 @@ host mirror in one packed copy (one sync), are turned into each sequence's row t
 the batch. Asked at every step, the device buffers summarise each step as it is recorded
 (blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values
 are the final report's values for the steps so far (analysis/running.py says how exactly), so
-a recalibrated risk model or profile applies here too. When only the stop rules read the steps (no listener, no risk threshold), the
-surprisal and attention stay on the device and the running state keeps the loop and NaN/Inf.
+a recalibrated risk model or profile applies here too. When only the stop rules read the
+steps (no listener, no risk threshold), the surprisal and attention stay on the device and
+the running state keeps the loop and NaN/Inf.
 """
 
 from __future__ import annotations
