@@ -251,3 +251,24 @@ def test_the_stop_rules_alone_stop_where_the_full_state_does_on_other_families(
     reasons = [span.attributes["gen_ai.response.finish_reasons"] for span in spans]
     assert reasons[1] == reasons[0]
     assert "corevital.error" not in spans[1].attributes
+
+
+def test_a_subclass_of_the_criterion_gets_the_full_step_summaries(successor_model, telemetry, instrument,
+                                                                    computed_with_risk):
+    """A subclass may decide on anything a step summary holds: its call keeps the full state."""
+
+    class StopOnRisingRisk(CoreVitalStoppingCriteria):
+        def __init__(self):
+            super().__init__()
+            self.risks = []
+
+        def reason_to_stop(self, summary):
+            self.risks.append(summary.risk)
+            return super().reason_to_stop(summary)
+
+    instrument()
+    criterion = StopOnRisingRisk()
+    successor_model.generate(prompt_ending_in(FLUENT_START_TOKEN), max_new_tokens=NEW_TOKENS, do_sample=False,
+                             stopping_criteria=[criterion])
+    assert computed_with_risk == [True]
+    assert len(criterion.risks) == NEW_TOKENS and all(0.0 <= risk <= 1.0 for risk in criterion.risks)

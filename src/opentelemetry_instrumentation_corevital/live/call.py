@@ -4,7 +4,7 @@ Creates the call's monitor, adds the step hook to the call's stopping criteria w
 listener is attached (a new StoppingCriteriaList: the caller's own list is never changed),
 records the RAG context of an enclosing `observe()` on the span, and at the end applies the
 early stops to the call's result and hands the outcome to the `Run`. When nothing but
-`CoreVitalStoppingCriteria` without a risk threshold reads the steps (no listener, no
+`CoreVitalStoppingCriteria` itself without a risk threshold reads the steps (no listener, no
 `observe()`, the criteria passed by keyword), the steps carry the loop and NaN/Inf decisions
 only. `NO_LIVE_CALL` stands in when creating one failed, so the handler never asks whether a
 live call exists.
@@ -72,11 +72,12 @@ class LiveCall:
 
 
 def _stop_rules_only(stopping_criteria) -> bool:
-    """The call's criteria include ours, and none of ours reads the risk."""
+    """The call's criteria include ours, and none of ours reads the risk (a subclass may read
+    anything a step summary holds)."""
     if not isinstance(stopping_criteria, (list, tuple)):
         return False
     ours = [c for c in stopping_criteria if isinstance(c, CoreVitalStoppingCriteria)]
-    return bool(ours) and all(c.risk_threshold is None for c in ours)
+    return bool(ours) and all(type(c) is CoreVitalStoppingCriteria and c.risk_threshold is None for c in ours)
 
 
 class NoLiveCall:
