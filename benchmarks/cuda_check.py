@@ -1,4 +1,6 @@
-"""Correctness on a GPU before timing there: identical outputs and finite summaries per mode.
+"""Correctness on a GPU before timing there: identical outputs and finite summaries per mode,
+no per-step sync in summary mode, and the default health stop stopping where the full live
+state does.
 
     python benchmarks/cuda_check.py
 """
@@ -13,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, CoreVitalStoppingCriteria, observe
 
 
 def _syncs_during(generate) -> int:
@@ -45,6 +47,36 @@ def count_added_syncs(model, ids, provider) -> int:
     return 0 if extra[48] - extra[24] < 12 else 1  # a per-step sync would add 24
 
 
+def stop_rules_match_full_state(provider, exporter) -> int:
+    """A health stop alone keeps the stop rules' state; under observe() the call keeps the full
+    state: on a tiny greedy model that loops, both stop the same sequences at the same steps."""
+    config = LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=128)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    ids = torch.randint(3, 128, (4, 6), generator=torch.Generator().manual_seed(1)).cuda()
+    instrumentor = CoreVitalInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        kwargs = dict(max_new_tokens=60, do_sample=False, attention_mask=torch.ones_like(ids))
+        with observe():
+            full = model.generate(ids, stopping_criteria=[CoreVitalStoppingCriteria()], **kwargs)
+        full_span = exporter.get_finished_spans()[-1]
+        alone = model.generate(ids, stopping_criteria=[CoreVitalStoppingCriteria()], **kwargs)
+        alone_span = exporter.get_finished_spans()[-1]
+    finally:
+        instrumentor.uninstrument()
+
+    def stops(span):
+        return [dict(e.attributes) for e in span.events if e.name == "corevital.intervention"]
+
+    same = torch.equal(full, alone) and stops(full_span) == stops(alone_span)
+    error = alone_span.attributes.get("corevital.error")
+    print(f"health stop alone vs full state: identical={same} stops={len(stops(alone_span))} error={error}")
+    return 0 if same and stops(alone_span) and error is None else 1
+
+
 def main() -> int:
     config = LlamaConfig(num_hidden_layers=4, hidden_size=512, intermediate_size=1024, num_attention_heads=8,
                          num_key_value_heads=2, vocab_size=32000, eos_token_id=None)
@@ -71,6 +103,7 @@ def main() -> int:
             failures += (not same) + (error is not None)
             print(f"{decoding} {mode}: identical={same} error={error} attrs={len(span.attributes)} events={len(span.events)}")
     failures += count_added_syncs(model, ids, provider)
+    failures += stop_rules_match_full_state(provider, exporter)
     print("FAILURES", failures)
     return 1 if failures else 0
 
