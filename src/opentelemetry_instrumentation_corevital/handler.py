@@ -117,7 +117,7 @@ class GenerationHandler:
         live_call, call_args, call_kwargs = NO_LIVE_CALL, args, kwargs
         with self._guard(span, "live"):
             live_call = LiveCall(session, profile, call.eos_token_ids, span, self.faults, self.on_step,
-                                 every=self.settings.live_every, stopping_criteria=kwargs.get("stopping_criteria"))
+                                 every=self.settings.live_every, generate_kwargs=kwargs)
             call_args, call_kwargs = live_call.arguments(wrapped, args, kwargs)
         started = time.perf_counter()
         try:

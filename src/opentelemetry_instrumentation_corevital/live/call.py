@@ -27,13 +27,14 @@ _STOPPING_CRITERIA = "stopping_criteria"
 
 class LiveCall:
     def __init__(self, session, profile, eos_token_ids, span, faults, global_listener: StepListener | None,
-                 every: int = 1, stopping_criteria=None):
+                 every: int = 1, generate_kwargs: dict | None = None):
         self.run = current_run()
         listeners = [global_listener] if global_listener is not None else []
         if self.run is not None:
             listeners.extend(self.run.listeners())
             if self.run.rag is not None and span.is_recording():
                 span.set_attributes(self.run.rag.span_attributes())
+        stopping_criteria = (generate_kwargs or {}).get(_STOPPING_CRITERIA)
         risk_and_signals = bool(listeners) or not _stop_rules_only(stopping_criteria)
         computer = StepComputer(session, profile, eos_token_ids, risk_and_signals=risk_and_signals)
         self.monitor = LiveMonitor(computer, listeners, span, faults, every)
