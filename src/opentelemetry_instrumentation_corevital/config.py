@@ -58,6 +58,16 @@ _CONTENT_BOOLEANS = {
 }
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _parse_bool(raw) -> bool:
+    value = str(raw).strip().lower()
+    if value not in _BOOLEANS:
+        raise ValueError("must be true or false")
+    return _BOOLEANS[value]
+
+
 def _parse_content_capture(raw) -> str:
     value = str(raw).strip()
     if value.upper() in CONTENT_CAPTURE_MODES:
@@ -113,6 +123,7 @@ _OPTIONS: dict[str, _Option] = {
     "payload_max_bytes": _Option(ENV_PREFIX + "PAYLOAD_MAX_BYTES", _parse_positive_int, "an integer >= 1"),
     "attention_every": _Option(ENV_PREFIX + "ATTENTION_EVERY", _parse_positive_int, "an integer >= 1"),
     "live_every": _Option(ENV_PREFIX + "LIVE_EVERY", _parse_positive_int, "an integer >= 1"),
+    "fused_attention": _Option(ENV_PREFIX + "FUSED_ATTENTION", _parse_bool, "true | false"),
     "capture_message_content": _Option(
         CAPTURE_MESSAGE_CONTENT_ENV, _parse_content_capture, "true | false | " + " | ".join(CONTENT_CAPTURE_MODES)
     ),
@@ -140,6 +151,9 @@ class Settings:
     `CoreVitalStoppingCriteria` read is computed after every n-th generated token only;
     the steps between cost what summary mode costs, and a stop comes at most n - 1 tokens
     after the step that called for it.
+    fused_attention: on CUDA, the attention statistics of a decoding step's layers are
+    reduced by one Triton kernel instead of a few torch operators per layer (the same values
+    to float32 rounding); false keeps the torch reduction everywhere.
     """
 
     capture_mode: str = MODE_SUMMARY
@@ -148,6 +162,7 @@ class Settings:
     payload_max_bytes: int = DEFAULT_PAYLOAD_MAX_BYTES
     attention_every: int = 4
     live_every: int = 1
+    fused_attention: bool = True
     # one of CONTENT_CAPTURE_MODES; a non-empty string either way, so ask content_on_span /
     # content_on_events / content_captured, never its truthiness
     capture_message_content: str = CONTENT_NONE
@@ -221,7 +236,7 @@ class Settings:
             option = _OPTIONS.get(name)
             if option is not None:
                 try:
-                    if isinstance(value, bool) and option.parse is not _parse_content_capture:
+                    if isinstance(value, bool) and option.parse not in (_parse_content_capture, _parse_bool):
                         raise ValueError("a true/false value is not accepted here")
                     value = option.parse(value if option.parse_kwarg_as_is else str(value))
                 except ValueError as exc:

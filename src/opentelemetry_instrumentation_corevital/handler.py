@@ -163,6 +163,7 @@ class GenerationHandler:
         return CaptureOptions(
             probes=self.settings.probes_enabled and not call.speculative,
             attention_stride=self.settings.attention_stride,
+            fused_attention=self.settings.fused_attention,
             max_steps=call.max_new_tokens or 256,
             num_beams=call.num_beams,
             eos_token_ids=tuple(sorted(call.eos_token_ids)),

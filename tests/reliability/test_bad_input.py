@@ -250,6 +250,7 @@ BAD_ENV_VALUES = {
     "payload_max_bytes": "lots",
     "attention_every": "-3",
     "live_every": "0",
+    "fused_attention": "sometimes",
     "capture_message_content": "maybe",
     "profile_overrides": '{"no_such_key": 1}',
     "profile": "/no/such/profile.json",
@@ -274,3 +275,13 @@ def test_invalid_env_value_names_the_variable_and_keeps_the_default(
 
 def test_every_option_has_a_bad_value_here():
     assert set(BAD_ENV_VALUES) == set(_OPTIONS)
+
+
+@pytest.mark.parametrize("given, expected", [(False, False), (True, True), ("false", False), ("TRUE", True), ("0", False)])
+def test_the_fused_attention_switch_takes_a_boolean_or_its_spelling(given, expected):
+    assert Settings.resolve({"fused_attention": given}, environ={}).fused_attention is expected
+
+
+def test_the_fused_attention_switch_refuses_other_values_naming_the_setting():
+    with pytest.raises(ValueError, match="fused_attention.*true or false"):
+        Settings.resolve({"fused_attention": "sometimes"}, environ={})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..summaries import HIDDEN_STATS
-from . import hashing, stats
+from . import attention_kernel, hashing, stats
 from .layout import ModelLayout
 
 REPETITION_LAGS = 32
@@ -129,6 +129,7 @@ class StepBuffers:
         self._lag_index: dict[int, torch.Tensor] = {}  # block length -> where each lag sits in the block's Gram matrix
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
+        self._fused_attention = options.fused_attention
         self.row_hashes = None
         self.eos_log_probs = None
         self.eos_token_ids = tuple(options.eos_token_ids)
@@ -170,7 +171,10 @@ class StepBuffers:
     def _reduce_pending_attention(self, step: int) -> None:
         for (cross, _), group in self.pending_attention.items():
             layers = [entry[0] for entry in group]
-            per_layer = stats.newest_query_attention_layers([entry[1:] for entry in group])
+            entries = [entry[1:] for entry in group]
+            per_layer = attention_kernel.fused_newest_query_attention(entries) if self._fused_attention else None
+            if per_layer is None:
+                per_layer = stats.newest_query_attention_layers(entries)
             buffer = self._heads_buffer(cross, per_layer)
             if layers == list(range(layers[0], layers[0] + len(layers))):
                 buffer[step, layers[0] : layers[0] + len(layers)] = per_layer

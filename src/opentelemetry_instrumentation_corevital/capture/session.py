@@ -88,6 +88,7 @@ def _patch_module(name: str):
 class CaptureOptions:
     probes: bool = True
     attention_stride: int = 1
+    fused_attention: bool = True  # on CUDA, one Triton launch reduces a step's attention (attention_kernel)
     max_steps: int = 256
     num_beams: int = 1
     eos_token_ids: tuple[int, ...] = ()
