@@ -217,7 +217,7 @@ class Modes:
         settings = dict(capture_mode="summary" if name in LIVE_MODES else name)
         if option:
             key, value = option.split("=")
-            settings[key] = int(value)
+            settings[key] = value  # instrument() parses it as it would the environment variable
         extra = {}
         if name == "listener":
             settings["on_step"] = lambda step: None
