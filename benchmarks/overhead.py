@@ -37,6 +37,8 @@ each mode adds to plain generate per decoding step (from a short and a long call
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import contextlib
 import gc
 import json
@@ -385,6 +387,7 @@ def environment() -> dict:
         python=platform.python_version(),
         torch=torch.__version__,
         transformers=transformers.__version__,
+        triton=importlib.util.find_spec("triton") and importlib.metadata.version("triton"),  # the fused attention kernel's
         command=" ".join(["python", *sys.argv]),
     )
 
