@@ -130,6 +130,7 @@ class StepBuffers:
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
         self._fused_attention = options.fused_attention
+        self._layer_indices: dict[tuple[int, ...], torch.Tensor] = {}  # layers written apart from their neighbours
         self.row_hashes = None
         self.eos_log_probs = None
         self.eos_token_ids = tuple(options.eos_token_ids)
@@ -170,17 +171,40 @@ class StepBuffers:
 
     def _reduce_pending_attention(self, step: int) -> None:
         for (cross, _), group in self.pending_attention.items():
-            layers = [entry[0] for entry in group]
-            entries = [entry[1:] for entry in group]
-            per_layer = attention_kernel.fused_newest_query_attention(entries) if self._fused_attention else None
-            if per_layer is None:
-                per_layer = stats.newest_query_attention_layers(entries)
-            buffer = self._heads_buffer(cross, per_layer)
-            if layers == list(range(layers[0], layers[0] + len(layers))):
-                buffer[step, layers[0] : layers[0] + len(layers)] = per_layer
-            else:
-                buffer[step, torch.tensor(layers, device=per_layer.device)] = per_layer
+            for layers, per_layer in self._reduce_attention_group(group):
+                buffer = self._heads_buffer(cross, per_layer)
+                if layers == list(range(layers[0], layers[0] + len(layers))):
+                    buffer[step, layers[0] : layers[0] + len(layers)] = per_layer
+                else:
+                    buffer[step, self._layer_index(layers, per_layer.device)] = per_layer
         self.pending_attention = {}
+
+    def _reduce_attention_group(self, group: list) -> list[tuple[list[int], torch.Tensor]]:
+        """(layers, [L, 2, R, H]) for deferred layers whose keys share one length: one fused kernel
+        launch per mask they share (sliding-window and full-attention layers get masks of their
+        own) where the kernel applies, else the torch reduction of them all."""
+        if self._fused_attention and attention_kernel.available(group[0][1].device):
+            by_mask: dict[int, list] = {}
+            for entry in group:
+                by_mask.setdefault(id(entry[3]), []).append(entry)
+            reduced = []
+            for part in by_mask.values():
+                per_layer = attention_kernel.fused_newest_query_attention([entry[1:] for entry in part])
+                if per_layer is None:
+                    break
+                reduced.append(([entry[0] for entry in part], per_layer))
+            else:
+                return reduced
+        return [([entry[0] for entry in group], stats.newest_query_attention_layers([entry[1:] for entry in group]))]
+
+    def _layer_index(self, layers: list[int], device: torch.device) -> torch.Tensor:
+        """The device tensor of `layers`, made once per call: a copy from the host at every step
+        would wait for the device."""
+        key = tuple(layers)
+        index = self._layer_indices.get(key)
+        if index is None:
+            index = self._layer_indices[key] = torch.tensor(layers, device=device)
+        return index
 
     def record_logits(self, step: int, logits: torch.Tensor) -> None:
         """The logits generate samples from at `step` ([R, V]): summarise them now, or keep them
