@@ -246,10 +246,12 @@ class StepBuffers:
 
     def summarise_each_step(self) -> None:
         """Flush, then summarise every later step when it is recorded: for a reader at every step,
-        blocks would only add a copy into them."""
+        blocks would only add a copy into them. Called again, it only flushes: the layer block,
+        now of one step, stays allocated."""
         self.flush()
-        self._pending_bytes = 0
-        self._pending_logits = self._pending_layers = None
+        if self._pending_bytes:
+            self._pending_bytes = 0
+            self._pending_logits = self._pending_layers = None
 
     def flush_logits(self) -> None:
         """Summarise the pending steps' logits: their statistics, the surprisal of every pending
