@@ -130,6 +130,7 @@ class StepBuffers:
         # (cross, key length) -> [(layer, query, key, mask, scaling, softcap)], reduced at step end
         self.pending_attention: dict[tuple[bool, int], list] = {}
         self._fused_attention = options.fused_attention
+        self._surprisal_ahead: tuple[int, torch.Tensor] | None = None  # (step, surprisal) computed before its forward
         self._layer_indices: dict[tuple[int, ...], torch.Tensor] = {}  # layers written apart from their neighbours
         self.row_hashes = None
         self.eos_log_probs = None
@@ -332,6 +333,13 @@ class StepBuffers:
         torch.gather(gram, 2, index.expand(count, self.rows, REPETITION_LAGS), out=self.cosine[first : first + count])
         self.recent_states = states[-REPETITION_LAGS:]
 
+    def surprisal_ahead(self, step: int, tokens: torch.Tensor) -> torch.Tensor:
+        """The surprisal of `tokens`, chosen at `step`, for a reader who cannot wait for the next
+        forward (the live mirror); that forward takes it instead of computing it again."""
+        surprisal = stats.chosen_surprisal_bits(self.log_probs, tokens)
+        self._surprisal_ahead = (step, surprisal)
+        return surprisal
+
     def record_chosen_tokens(self, step: int, tokens: torch.Tensor, parents: torch.Tensor | None) -> None:
         """At the start of `step`, the token chosen at `step - 1` is the rows' newest input."""
         tokens = tokens.to(self.device)
@@ -345,7 +353,11 @@ class StepBuffers:
             if self.recent_states is not None:
                 self.recent_states = self.recent_states.index_select(1, parents)
         if log_probs is not None:
-            stats.chosen_surprisal_bits(log_probs, tokens, out=self.surprisal[step - 1])
+            ahead = self._surprisal_ahead
+            if parents is None and ahead is not None and ahead[0] == step - 1:
+                self.surprisal[step - 1] = ahead[1]
+            else:
+                stats.chosen_surprisal_bits(log_probs, tokens, out=self.surprisal[step - 1])
         if self.row_hashes is not None:
             previous = self.row_hashes[step - 1]
             if parents is not None:

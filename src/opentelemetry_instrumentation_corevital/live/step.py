@@ -27,7 +27,6 @@ from ..analysis.risk import risk_score
 from ..analysis.running import RunningHealth, StepRows
 from ..capture.buffers import DEVICE_LOGIT_STATS
 from ..capture.paths import collapsed_head_counts, repetition_by_lag
-from ..capture.stats import chosen_surprisal_bits
 from ..summaries import LOGIT_STATS
 
 _MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads")
@@ -96,8 +95,8 @@ class _HostMirror:
                 targets.append(self.arrays[name][start:end])
                 self.filled[name] = end
         if "surprisal" in self.mirrored:
-            # capture.buffers records this at the next forward, from the same log-probs
-            pieces.append(chosen_surprisal_bits(buffers.log_probs, input_ids[:, -1]))
+            # the next forward records this in the buffers (without beams, this very tensor)
+            pieces.append(buffers.surprisal_ahead(step, input_ids[:, -1]))
             targets.append(self.arrays["surprisal"][step])
         if self.tokens is None:
             self.tokens = np.zeros((buffers.rows, buffers.max_steps), np.int64)
