@@ -52,13 +52,11 @@ CONTENT_NONE, CONTENT_SPAN, CONTENT_EVENT, CONTENT_SPAN_AND_EVENT = (
     "NO_CONTENT", "SPAN_ONLY", "EVENT_ONLY", "SPAN_AND_EVENT",
 )
 CONTENT_CAPTURE_MODES = (CONTENT_NONE, CONTENT_SPAN, CONTENT_EVENT, CONTENT_SPAN_AND_EVENT)
-_CONTENT_BOOLEANS = {
-    "true": CONTENT_SPAN, "1": CONTENT_SPAN, "yes": CONTENT_SPAN, "on": CONTENT_SPAN,
-    "false": CONTENT_NONE, "0": CONTENT_NONE, "no": CONTENT_NONE, "off": CONTENT_NONE, "": CONTENT_NONE,
-}
-
-
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+_CONTENT_BOOLEANS = {
+    **{spelling: CONTENT_SPAN if value else CONTENT_NONE for spelling, value in _BOOLEANS.items()},
+    "": CONTENT_NONE,
+}
 
 
 def _parse_bool(raw) -> bool:

@@ -11,9 +11,10 @@ probabilities.
 Invariant: `fused_newest_query_attention` returns what `stats.newest_query_attention_layers`
 returns for the same layers ([L, 2, R, H]: entropy bits, largest weight), up to float32
 rounding (the scores are never rounded to the inputs' dtype here), or None where it does not
-apply (not CUDA, no Triton, layers that differ in layout, scaling, soft cap or mask); the
-caller then uses the torch reduction. It never synchronises with the host. A kernel that fails to build or launch
-(no compiler for this GPU, say) is not tried again in the process: the torch reduction runs.
+apply (not CUDA, no Triton, layers that differ in layout, dtype, device, scaling, soft cap or
+mask, per-head masks, offsets past 32 bits); the caller then uses the torch reduction. It never
+synchronises with the host. A kernel that fails to build or launch (no compiler for this GPU,
+say) is not tried again in the process.
 """
 
 from __future__ import annotations
@@ -182,13 +183,13 @@ def launch(pending: list) -> torch.Tensor | None:
     mask, scaling, softcap = pending[0][2], pending[0][3], pending[0][4]
     # one address table serves every layer: each must have the first layer's layout, dtype and device
     shapes, strides = (query.shape, key.shape), (query.stride(), key.stride())
-    dtypes_, devices = (query.dtype, query.dtype), (query.get_device(), query.get_device())
+    element_types, devices = (query.dtype, query.dtype), (query.get_device(), query.get_device())
     for q, k, m, s, c in pending:
         if m is not mask or s != scaling or c != softcap:
             return None
         if (q.stride(), k.stride()) != strides or (q.shape, k.shape) != shapes:
             return None
-        if (q.dtype, k.dtype) != dtypes_ or (q.get_device(), k.get_device()) != devices:
+        if (q.dtype, k.dtype) != element_types or (q.get_device(), k.get_device()) != devices:
             return None
     rows, heads, queries, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
