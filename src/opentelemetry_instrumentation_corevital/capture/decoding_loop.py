@@ -58,7 +58,7 @@ def _watch_auto_compile(wrapped, instance, args, kwargs):
     compiles = wrapped(*args, **kwargs)
     session = active_session()
     if compiles and session is not None and session.model is instance:
-        session.forward_compiled(AUTO_COMPILE)
+        session.forward_unprobed(AUTO_COMPILE)
     return compiles
 
 

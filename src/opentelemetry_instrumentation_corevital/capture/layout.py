@@ -1,4 +1,4 @@
-"""Where the parts CoreVital probes live inside a transformers model."""
+"""Where the parts CoreVital probes live inside a transformers model, and on which devices they run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 _CROSS_ATTENTION_NAME = re.compile(r"cross|encdec|encoder_attn", re.IGNORECASE)
@@ -132,3 +133,49 @@ def find_layout(model: nn.Module) -> ModelLayout:
         attn_implementation=str(getattr(config, "_attn_implementation", "") or ""),
         unregistered_attention=unregistered,
     )
+
+
+def execution_devices(model: nn.Module, layout: ModelLayout) -> list[str]:
+    """The devices the model's input embeddings, decoder layers and output head compute on,
+    sorted: more than one when accelerate's device map spreads the model over several
+    accelerators, or its layers were moved apart by hand. A module accelerate dispatched
+    computes on its hook's execution device, where offloaded weights (kept on the CPU, on disk
+    or on 'meta' between uses) travel; any other on its first parameter's device ('meta' skipped)."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    devices = set()
+    for module in (embeddings, *layout.decoder_layers, layout.lm_head):
+        if not isinstance(module, nn.Module):
+            continue
+        hook = module.__dict__.get("_hf_hook")
+        executes_on = [getattr(each, "execution_device", None) for each in getattr(hook, "hooks", (hook,))]
+        executes_on = [device for device in executes_on if device is not None]
+        if not executes_on:
+            first = _first_parameter(module)
+            executes_on = [] if first is None else [first.device]
+        devices.update(executes_on)
+    return sorted({_device_name(device) for device in devices} - {"meta"})
+
+
+def _first_parameter(module: nn.Module) -> nn.Parameter | None:
+    """Depth first, without building nn.Module.parameters()'s generator of every submodule: a
+    call pays this for every layer."""
+    waiting = [module]
+    while waiting:
+        current = waiting.pop()
+        for parameter in current._parameters.values():
+            if parameter is not None:
+                return parameter
+        waiting.extend(child for child in reversed(current._modules.values()) if child is not None)
+    return None
+
+
+def _device_name(device) -> str:
+    """'cuda:1' for 1, 'cuda:1' or torch.device('cuda:1'); a device named without an index ('cuda')
+    is its backend's current one, as torch places a tensor sent there."""
+    device = torch.device(device)
+    if device.index is None and device.type != "cpu":
+        current = getattr(getattr(torch, device.type, None), "current_device", None)
+        if callable(current):
+            device = torch.device(device.type, current())
+    return str(device)

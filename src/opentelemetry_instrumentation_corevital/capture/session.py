@@ -9,6 +9,8 @@ never mix their summaries. When the forward is compiled
 (torch.compile on the model, its forward or a submodule, or transformers' automatic compile
 for a static cache) no probe goes inside it: the session captures the logit signals alone and
 says so in `unavailable_reason`, so the compiled code sees no hook, guard or Python state of ours.
+So it does when the model computes on several devices (accelerate's device map over several
+accelerators): the buffers live on the prompt's device, where generate hands over the logits.
 
 The decoding-loop wrappers are installed by the first session (or by instrument()) and stay
 until `uninstrument()`: changing transformers' classes while another thread runs a compiled
@@ -37,7 +39,7 @@ from .clock import FirstTokenClock
 from .compiled import auto_compiled_forward, compiled_forward, model_device
 from .hashing import parents_from_full_rows
 from .inputs import decoder_step_ids, forward_cache
-from .layout import ModelLayout, find_layout
+from .layout import ModelLayout, execution_devices, find_layout
 from .paths import resolve_paths
 from .prompt import PromptProbe
 
@@ -178,7 +180,9 @@ class CaptureSession:
             if compiled is None and self.options.num_beams == 1:  # beam search never compiles the forward
                 compiled = auto_compiled_forward(self.model)
             if compiled is not None:
-                self.forward_compiled(compiled)
+                self.forward_unprobed(compiled)
+            elif len(devices := execution_devices(self.model, self.layout)) > 1:
+                self.forward_unprobed(f"the model runs on several devices ({', '.join(devices)})")
             else:
                 self._attach_probes(self.layout)
 
@@ -203,15 +207,17 @@ class CaptureSession:
                 hook = functools.partial(self._on_eager_attention, modules[module_id])
                 self._handles.append(modules[module_id].register_forward_hook(hook))
 
-    def forward_compiled(self, how: str) -> None:
-        """The forward runs compiled: remove the in-forward probes before it runs; keep the logit signals."""
+    def forward_unprobed(self, why: str) -> None:
+        """The forward runs compiled, or across devices the buffers are not on: remove the
+        in-forward probes before it runs; keep the logit signals, which the decoding loop holds
+        on the prompt's device."""
         with self._guard("attach"):
             self._remove_forward_probes()
             missing = "hidden-state, attention and repetition signals are not captured"
             if self.options.num_beams > 1 or self.step >= 0:
                 self.layout = None  # beam bookkeeping and a half-probed call need the forward probes
                 missing = "no model signals are captured"
-            self.unavailable_reason = f"{how}: {missing}"
+            self.unavailable_reason = f"{why}: {missing}"
             self.attention_unavailable_reason = self.unavailable_reason
 
     def detach(self) -> None:
