@@ -11,6 +11,7 @@ from opentelemetry_instrumentation_corevital import CoreVitalStoppingCriteria, o
 from opentelemetry_instrumentation_corevital.live import step as step_module
 from opentelemetry_instrumentation_corevital.profiles import load_profile
 from tests.conftest import prompt_ids
+from tests.support.successor_model import build_successor_llama, chain
 
 from .conftest import (
     FLUENT_START_TOKEN,
@@ -230,6 +231,30 @@ def test_with_no_listener_and_no_risk_threshold_the_stop_rules_alone_stop_the_sa
     reasons = [span.attributes["gen_ai.response.finish_reasons"] for span in spans]
     assert reasons[1] == reasons[0]
     assert "corevital.error" not in spans[1].attributes
+
+
+def test_the_stop_rules_alone_stop_on_infinite_logits_from_finite_layer_states(telemetry, instrument):
+    """An output-head weight near float32's largest overflows one logit to +inf at the step whose
+    token reads it, while every layer's state stays finite: the stop rules alone stop there, as
+    the full state does."""
+    successor = chain(FLUENT_START_TOKEN, 20)
+    model = build_successor_llama(successor)
+    overflowing_at = FLUENT_START_TOKEN + 5
+    with torch.no_grad():  # the one-hot state of `overflowing_at` reads this column of the head
+        model.lm_head.weight[FLUENT_START_TOKEN + 9, sorted(set(successor) | set(successor.values())).index(overflowing_at)] = 3e38
+    instrument()
+    prompt = prompt_ending_in(FLUENT_START_TOKEN)
+    full, _ = generate(model, prompt)
+    stop_rules_only = model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False,
+                                     stopping_criteria=[CoreVitalStoppingCriteria()])
+    assert torch.equal(stop_rules_only, full)
+    spans = telemetry.finished()
+    assert interventions(spans[1]) == interventions(spans[0]) == [
+        {"corevital.intervention.step": 5, "corevital.intervention.reason": "nonfinite",
+         "corevital.intervention.sequence": 0}
+    ]
+    assert spans[1].attributes["corevital.health.inf_detected"] is True
+    assert spans[1].attributes["corevital.health.nan_detected"] is False
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "t5"])

@@ -15,7 +15,9 @@ A sequence's steps are valid from step 0 until it finishes (the EOS step is its 
 sequences valid at step s have s + 1 steps: the trailing windows of the batch line up.
 
 With `risk_and_signals=False` it keeps only the loop and NaN/Inf state (what a health stop
-without a risk threshold reads), at about half the cost; the invariant holds for those.
+without a risk threshold reads), at about half the cost; the invariant holds for those. A step
+may then bring its NaN/Inf decision (`StepRows.nonfinite`) instead of the logit and layer
+summaries it is taken from.
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ class StepRows:
 
     token_ids: np.ndarray  # int [N]
     valid: np.ndarray  # bool [N]
-    logits: np.ndarray  # [N, len(LOGIT_STATS)]
-    hidden: np.ndarray  # [N, L, len(HIDDEN_STATS)]
+    logits: np.ndarray | None  # [N, len(LOGIT_STATS)]; None only with `nonfinite`
+    hidden: np.ndarray | None  # [N, L, len(HIDDEN_STATS)]; None only with `nonfinite`
     collapsed_heads: np.ndarray | None  # [N, L]: the attention stat "collapsed_heads" (NaN: not observed; None: none at this step)
     repetition_cosine: np.ndarray | None  # [N, R]: cosine with the state 1..R steps back
+    # bool [N]: NaN/Inf in the step's logits or any layer's state, for a RunningHealth without
+    # risk and signals, which then reads neither logits nor hidden
+    nonfinite: np.ndarray | None = None
 
 
 class _FiniteMeans:
@@ -347,6 +352,14 @@ class RunningHealth:
             lags = 0 if step.repetition_cosine is None else step.repetition_cosine.shape[1]
             self.repetition = _Repetition(self.profile, step.valid.size, self.capacity, lags)
         self.steps += 1
+        if step.nonfinite is not None and not self.risk_and_signals:
+            self._set_nonfinite(rows, step.nonfinite[rows])
+        else:
+            self._add_step_summaries(rows, t, step)
+        cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
+        self.repetition.add(rows, step.token_ids[rows], cosine)
+
+    def _add_step_summaries(self, rows: np.ndarray, t: int, step: StepRows) -> None:
         logits = step.logits[rows].astype(np.float64)
         hidden = step.hidden[rows].astype(np.float64)
         layer_nonfinite = self._add_nonfinite(rows, hidden, logits)
@@ -360,8 +373,6 @@ class RunningHealth:
             self.windows.add(rows, window)
             if step.collapsed_heads is not None:
                 self._add_collapsed_heads(rows, step.collapsed_heads[rows].astype(np.float64))
-        cosine = None if step.repetition_cosine is None else step.repetition_cosine[rows]
-        self.repetition.add(rows, step.token_ids[rows], cosine)
 
     def _add_logits(self, rows: np.ndarray, t: int, logits: np.ndarray) -> None:
         profile = self.profile
@@ -389,10 +400,13 @@ class RunningHealth:
         """Update the NaN/Inf flags; returns which layers of each row had one [n, L]."""
         layer_nonfinite = (hidden[..., _NAN_COUNT] > 0) | (hidden[..., _INF_COUNT] > 0)
         logit_nonfinite = (logits[:, _LOGIT["nan_count"]] > 0) | (logits[:, _LOGIT["inf_count"]] > 0)
-        self.nonfinite[:] = False
-        self.nonfinite[rows] = layer_nonfinite.any(axis=1) | logit_nonfinite
-        self.any_nonfinite |= self.nonfinite
+        self._set_nonfinite(rows, layer_nonfinite.any(axis=1) | logit_nonfinite)
         return layer_nonfinite
+
+    def _set_nonfinite(self, rows: np.ndarray, nonfinite: np.ndarray) -> None:
+        self.nonfinite[:] = False
+        self.nonfinite[rows] = nonfinite
+        self.any_nonfinite |= self.nonfinite
 
     def _add_hidden(self, rows: np.ndarray, t: int, hidden: np.ndarray, layer_nonfinite: np.ndarray) -> np.ndarray:
         """Update the hidden-state statistics; returns the step's mean L2 over the layers (the norm window's value)."""

@@ -8,8 +8,11 @@ Without beams, the logits of a few consecutive steps wait in a pending block (at
 block is summarised together, in one set of launches for the block instead of one per step,
 so a step costs one copy into each. Anyone who reads the statistics or `log_probs` before the
 end of the call calls `flush()` first; one who reads them at every step calls
-`summarise_each_step()` instead, which ends the blocks for the rest of the call. With beams, rows
-are reordered between steps: every step is summarised at once (blocks of one step).
+`summarise_each_step()` instead, which ends the blocks for the rest of the call. A reader of
+the stop rules' inputs only (`stop_inputs`) keeps the blocks: each step then writes, as it is
+recorded, whether its logits and layer states were all finite (`finite_rows`) and its repetition
+cosine, which the block's summary does not compute again. With beams, rows are reordered between
+steps: every step is summarised at once (blocks of one step).
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class _PendingSteps:
 
 
 class StepBuffers:
-    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, pending_bytes: int = 0):
+    def __init__(self, layout: ModelLayout, options, prompt_ids: torch.Tensor, pending_bytes: int = 0,
+                 stop_inputs: bool = False):
         self.device = prompt_ids.device
         self.rows = int(prompt_ids.shape[0])
         self.prompt_width = int(prompt_ids.shape[1])
@@ -113,6 +117,11 @@ class StepBuffers:
         self.surprisal = torch.full((steps, rows), nan, device=self.device)
         self.hidden = torch.full((steps, self.num_layers, rows, len(HIDDEN_STATS)), nan, device=self.device)
         self.cosine = torch.full((steps, rows, REPETITION_LAGS), nan, device=self.device)
+        # [F, R, 2]: whether the logits (0) and every layer's newest state (1) were all finite;
+        # written at each step for a reader of the stop rules' inputs only (no beams)
+        self.finite_rows: torch.Tensor | None = None
+        if stop_inputs and options.num_beams == 1:
+            self.finite_rows = torch.ones((steps, rows, 2), dtype=torch.bool, device=self.device)
         self.heads: torch.Tensor | None = None
         self.cross_heads: torch.Tensor | None = None
         self.hidden_rows: list = [None] * self.num_layers
@@ -217,6 +226,8 @@ class StepBuffers:
                 self._pending_logits = _PendingSteps(block)
             else:
                 self._pending_bytes = 0
+        if self.finite_rows is not None:
+            self.finite_rows[step, :, 0] = torch.isfinite(logits).all(-1)
         pending = self._pending_logits
         if pending is None:
             _, self.log_probs = stats.logit_stats(logits, out=self.logits[step])
@@ -306,19 +317,28 @@ class StepBuffers:
         torch.stack(self.hidden_rows, out=slot.view(self.num_layers, self.rows, 1, -1))
         self.hidden_rows = [None] * self.num_layers
         self._hidden_rows_filled = 0
+        if self.finite_rows is not None:
+            self.finite_rows[step, :, 1] = torch.isfinite(slot).all(-1).all(0)
+            self._repetition_cosine(step, slot[None])
         if pending.full:
             self.flush_layers()
 
     def flush_layers(self) -> None:
-        """Summarise the pending steps' layer states: per-layer statistics, and the cosine of each
-        step's last-layer state with those of the REPETITION_LAGS steps before it (one Gram
-        matrix of the block against the block and the steps before it)."""
+        """Summarise the pending steps' layer states: per-layer statistics, and (unless each step
+        wrote its own) the repetition cosine."""
         taken = None if self._pending_layers is None else self._pending_layers.take()
         if taken is None:
             return
         first, block = taken  # [C, L, R, D]
+        stats.hidden_stats(block, out=self.hidden[first : first + block.shape[0]])
+        if self.finite_rows is None:
+            self._repetition_cosine(first, block)
+
+    def _repetition_cosine(self, first: int, block: torch.Tensor) -> None:
+        """The cosine of each step's last-layer state in `block` [C, L, R, D] (steps first..) with
+        those of the REPETITION_LAGS steps before it: one Gram matrix of the block against the
+        block and the steps before it."""
         count = block.shape[0]
-        stats.hidden_stats(block, out=self.hidden[first : first + count])
         last = block[:, -1].float()
         units = last / torch.linalg.vector_norm(last, dim=-1, keepdim=True).clamp_min(1e-12)  # [C, R, D]
         if self.recent_states is None:

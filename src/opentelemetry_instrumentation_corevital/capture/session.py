@@ -139,6 +139,8 @@ class CaptureSession:
         self.attention_unavailable_reason: str | None = None
         # why some signals are missing for the whole call (a compiled forward)
         self.unavailable_reason: str | None = None
+        # nobody reads the steps before the call ends but the stop rules (set by live.step)
+        self.stop_inputs_only = False
         self._probing_forward = False
         # set by the forward pre-hook: the layers' states, and their attention, are recorded at this
         # step (read by the layer probes, which got this session from their own thread)
@@ -297,7 +299,8 @@ class CaptureSession:
             pending = self.options.pending_bytes
             if pending is None:
                 pending = pending_bytes(self.model)
-            self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids, pending_bytes=pending)
+            self.buffers = StepBuffers(self.layout, self.options, prompt_ids=ids, pending_bytes=pending,
+                                       stop_inputs=self.stop_inputs_only)
             self._prompt_ids = ids
             if self._probing_forward and self.options.prompt_telemetry and ids.shape[1] > 1:
                 stride = max(1, ids.shape[0] // max(1, self.options.input_batch))

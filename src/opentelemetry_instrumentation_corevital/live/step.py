@@ -10,8 +10,9 @@ the batch. Asked at every step, the device buffers summarise each step as it is 
 (blocks of steps would only add a copy); asked every n-th, they keep their blocks. Its values
 are the final report's values for the steps so far (analysis/running.py says how exactly), so
 a recalibrated risk model or profile applies here too. When only the stop rules read the
-steps (no listener, no risk threshold), the surprisal and attention stay on the device and
-the running state keeps the loop and NaN/Inf.
+steps (no listener, no risk threshold), the buffers keep their blocks and each step writes just
+what those rules read, whether its logits and layer states were finite and its repetition
+cosine; the mirror copies those and the running state keeps the loop and NaN/Inf.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ..capture.paths import collapsed_head_counts, repetition_by_lag
 from ..summaries import LOGIT_STATS
 
 _MIRRORED = ("logits", "surprisal", "hidden", "cosine", "heads")
-# what the loop and NaN/Inf decisions read
-_MIRRORED_FOR_STOP_RULES = ("logits", "hidden", "cosine")
+# what the loop and NaN/Inf decisions read: written by each step as it is recorded
+_MIRRORED_FOR_STOP_RULES = ("finite_rows", "cosine")
 _DEVICE_LOGIT_COLUMNS = [LOGIT_STATS.index(name) for name in DEVICE_LOGIT_STATS]
 _SURPRISAL = LOGIT_STATS.index("surprisal")
 _ENTROPY, _MARGIN = LOGIT_STATS.index("entropy"), LOGIT_STATS.index("margin")
@@ -45,8 +46,8 @@ class StepSummary:
     the risk score of this sequence's steps so far; `signals` the early-warning signals active
     at this step; `repetition_loop` whether a loop is confirmed in the steps so far;
     `nonfinite` whether this step saw NaN/Inf in the logits or a layer's hidden state. In a call
-    whose only reader is a `CoreVitalStoppingCriteria` without a risk threshold, risk and
-    surprisal are NaN and signals empty (nobody sees those summaries).
+    whose only reader is a `CoreVitalStoppingCriteria` without a risk threshold, entropy,
+    surprisal, margin and risk are NaN and signals empty (nobody sees those summaries).
     """
 
     step: int
@@ -69,16 +70,19 @@ class _HostMirror:
 
     def __init__(self, mirrored: tuple[str, ...] = _MIRRORED):
         self.mirrored = mirrored
+        # the stop rules' inputs are written as each step is recorded: nothing to summarise first
+        self.summarised_first = mirrored != _MIRRORED_FOR_STOP_RULES
         self.arrays: dict[str, np.ndarray] = {}
         self.filled: dict[str, int] = {}
         self.tokens: np.ndarray | None = None  # int64 [R, max_steps]
         self.tokens_filled = 0
 
     def extend(self, buffers, step: int, input_ids: torch.Tensor) -> None:
-        if step == self.tokens_filled:  # read at every step: blocks would only add a copy
-            buffers.summarise_each_step()
-        else:
-            buffers.flush()
+        if self.summarised_first:
+            if step == self.tokens_filled:  # read at every step: blocks would only add a copy
+                buffers.summarise_each_step()
+            else:
+                buffers.flush()
         pieces, targets = [], []
         for name in self.mirrored:
             tensor = getattr(buffers, name)
@@ -127,6 +131,7 @@ class StepComputer:
         self.eos_token_ids = np.array(sorted(eos_token_ids), np.int64)
         self.risk_and_signals = risk_and_signals
         self.mirror = _HostMirror(_MIRRORED if risk_and_signals else _MIRRORED_FOR_STOP_RULES)
+        session.stop_inputs_only = not risk_and_signals
         self.health: RunningHealth | None = None
         self.feature_names: tuple[str, ...] = ()  # what a StepSummary reads: the risk model's inputs and the loop
         self.finished: np.ndarray | None = None  # bool [R]: chose EOS at an earlier step
@@ -167,14 +172,15 @@ class StepComputer:
             raise
         features = self.health.features(self.feature_names)
         signals = self.health.signals() if self.risk_and_signals else {}
+        logits = np.full((len(rows.token_ids), len(LOGIT_STATS)), np.nan) if rows.logits is None else rows.logits
         return [
             StepSummary(
                 step=step,
                 sequence=row,
                 token_id=int(rows.token_ids[row]),
-                entropy=float(rows.logits[row, _ENTROPY]),
-                surprisal=float(rows.logits[row, _SURPRISAL]),
-                margin=float(rows.logits[row, _MARGIN]),
+                entropy=float(logits[row, _ENTROPY]),
+                surprisal=float(logits[row, _SURPRISAL]),
+                margin=float(logits[row, _MARGIN]),
                 risk=risk_score(features[row], self.profile) if self.risk_and_signals else math.nan,
                 signals=signals.get(row, ()),
                 repetition_loop=features[row]["repetition_loop"] > 0,
@@ -189,6 +195,10 @@ class StepComputer:
         tokens = self.mirror.tokens[:, t]
         valid = ~self.finished
         self.finished = self.finished | (tokens[:, None] == self.eos_token_ids).any(axis=1)
+        cosine = repetition_by_lag(arrays["cosine"], t, slice(None))
+        if "finite_rows" in arrays:
+            return StepRows(token_ids=tokens, valid=valid, logits=None, hidden=None, collapsed_heads=None,
+                            repetition_cosine=cosine, nonfinite=(arrays["finite_rows"][t] < 1).any(axis=-1))
         logits = np.empty((rows, len(LOGIT_STATS)), np.float32)
         logits[:, _DEVICE_LOGIT_COLUMNS] = arrays["logits"][t]
         logits[:, _SURPRISAL] = arrays["surprisal"][t] if "surprisal" in arrays else np.nan
@@ -203,5 +213,5 @@ class StepComputer:
             collapsed_heads=None if heads is None else collapsed_head_counts(
                 heads[t, :, 0].transpose(1, 0, 2), self.session.options
             ),
-            repetition_cosine=repetition_by_lag(arrays["cosine"], t, slice(None)),
+            repetition_cosine=cosine,
         )
