@@ -137,7 +137,7 @@ class CaptureSession:
         self.step = -1
         self.fault: tuple[str, BaseException] | None = None
         self.attention_unavailable_reason: str | None = None
-        # why some signals are missing for the whole call (a compiled forward)
+        # why some signals are missing for the whole call (a compiled forward, several devices)
         self.unavailable_reason: str | None = None
         # nobody reads the steps before the call ends but the stop rules (set by live.step)
         self.stop_inputs_only = False
