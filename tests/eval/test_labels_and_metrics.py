@@ -35,6 +35,11 @@ def test_the_set_is_large_and_split_by_template_not_at_random():
     "I am a cat. I am a cat. I am a cat. I am a cat.",
     "Scala, Scala, Scala, Scala, Scala, Scala, Scala, Scala, Scala, Scala, Scala, Scala",
     "The lighthouse named E.M.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G.G",
+    # cut off by a short budget while still looping: shorter than the general minimums
+    "The solution of the given equation is: 9+4=9+4=9+4=9+4=9+4=9+4",
+    "The solution of the given equation is: 5*7=5000000000000000000",
+    " Answer: 162 + 811 = 162 + 811 = 162 + 811 =",
+    "The author of Moby-Dick is likely to be H.A.S.D.D.D.D.D.D.D.\n",
 ])
 def test_visible_loops_are_degenerate(text):
     assert degeneration(text).degenerate
@@ -46,6 +51,12 @@ def test_visible_loops_are_degenerate(text):
     "| Name | Age |\n| ---| ---| ---| ---| ---| ---|\n| Tom | 30 |",
     "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15",
     "The star is 200.000000000000007 light years away.",
+    # a text may end in a short repeat, a number or a border without looping
+    "It costs 1,000,000.",
+    "The answer is 1000000",
+    "It went on and on, and so on, and so on",
+    "Ha ha ha",
+    "| Name | Age |\n| ---| ---| ---| ---| ---| ---|",
 ])
 def test_fluent_and_structured_text_is_not_degenerate(text):
     assert not degeneration(text).degenerate
